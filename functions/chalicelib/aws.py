@@ -1,0 +1,29 @@
+"""The one place boto3 clients are made: lazily, never at import time (moto must start first)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from chalicelib.settings import get_settings
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5)
+
+
+@cache
+def client(service: str) -> Any:
+    """A boto3 client for ``service`` honouring AWS_ENDPOINT_URL (LocalStack, embedded stack)."""
+    settings = get_settings()
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        region_name=settings.region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=_CONFIG,
+    )
+
+
+def reset_clients() -> None:
+    client.cache_clear()

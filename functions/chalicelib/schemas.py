@@ -1,0 +1,162 @@
+"""Request bodies and the pipeline spec: every input is validated here, with pydantic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from chalicelib import catalog
+from chalicelib.names import Name
+
+Task = Literal["classification", "regression"]
+
+CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+# For these a threshold is a ceiling; for every other metric it is a floor.
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# --- datasets -----------------------------------------------------------------------------
+
+
+class InlineSource(Strict):
+    type: Literal["inline"]
+    data: str = Field(description="The file's content as text (base64 for parquet).")
+    encoding: Literal["text", "base64"] = "text"
+
+
+class FileSource(Strict):
+    type: Literal["file"]
+    path: str = Field(
+        min_length=1,
+        description="A file under one of the server's allowed roots (MLPIPE_FILE_ROOTS).",
+    )
+
+
+DatasetSource = Annotated[InlineSource | FileSource, Field(discriminator="type")]
+DatasetFormat = Literal["csv", "parquet", "json", "jsonl"]
+
+
+class DatasetCreate(Strict):
+    name: Name
+    source: DatasetSource
+    format: DatasetFormat = "csv"
+
+
+# --- pipelines ----------------------------------------------------------------------------
+
+
+class DatasetRef(Strict):
+    name: Name
+    version: int | None = Field(default=None, ge=1, description="Omit to use the latest.")
+
+
+class DropColumns(Strict):
+    op: Literal["drop_columns"]
+    columns: list[str] = Field(min_length=1)
+
+
+class DropDuplicates(Strict):
+    op: Literal["drop_duplicates"]
+
+
+class DropMissing(Strict):
+    op: Literal["drop_missing"]
+    columns: list[str] | None = Field(default=None, description="Omit for any column.")
+
+
+PreprocessingStep = Annotated[DropColumns | DropDuplicates | DropMissing, Field(discriminator="op")]
+
+
+class ModelSpec(Strict):
+    algorithm: str
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationSpec(Strict):
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    metrics: list[str] = Field(default_factory=list, description="Default: all for the task.")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quality gate: a floor per metric (a ceiling for rmse and mae).",
+    )
+
+
+class DeploymentSpec(Strict):
+    endpoint: Name
+    alias: Name = "production"
+
+
+class PipelineCreate(Strict):
+    name: Name
+    dataset: DatasetRef
+    target: str = Field(min_length=1)
+    task: Task
+    preprocessing: list[PreprocessingStep] = Field(default_factory=list)
+    model: ModelSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    deployment: DeploymentSpec | None = None
+    model_name: Name | None = Field(default=None, description="Defaults to the pipeline name.")
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineCreate:
+        try:
+            catalog.validate_hyperparameters(
+                self.model.algorithm, self.task, self.model.hyperparameters
+            )
+        except catalog.HyperparameterError as exc:
+            raise ValueError(str(exc)) from None
+        allowed = task_metrics(self.task)
+        for metric in [*self.evaluation.metrics, *self.evaluation.thresholds]:
+            if metric not in allowed:
+                raise ValueError(
+                    f"metric {metric!r} is not available for {self.task}; choose from "
+                    + ", ".join(allowed)
+                )
+        for step in self.preprocessing:
+            if isinstance(step, DropColumns) and self.target in step.columns:
+                raise ValueError(f"preprocessing cannot drop the target column {self.target!r}")
+        if self.model_name is None:
+            self.model_name = self.name
+        return self
+
+    @property
+    def report_metrics(self) -> list[str]:
+        chosen = self.evaluation.metrics or [m for m in task_metrics(self.task) if m != "roc_auc"]
+        return list(dict.fromkeys([*chosen, *self.evaluation.thresholds]))
+
+
+class RunCreate(Strict):
+    dataset_version: int | None = Field(
+        default=None, ge=1, description="Override the pipeline's dataset version."
+    )
+
+
+# --- models and endpoints -------------------------------------------------------------------
+
+
+class AliasSet(Strict):
+    version: int = Field(ge=1)
+
+
+class EndpointCreate(Strict):
+    name: Name
+    model: Name
+    alias: Name | None = None
+    version: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EndpointCreate:
+        if (self.alias is None) == (self.version is None):
+            raise ValueError("give exactly one of 'alias' or 'version'")
+        return self

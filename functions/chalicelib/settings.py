@@ -1,0 +1,77 @@
+"""The one settings object. Every environment variable the product reads is declared here."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Read once per process (``get_settings``); ``reset_settings`` is for tests and the stack."""
+
+    model_config = SettingsConfigDict(env_prefix="MLPIPE_", extra="ignore")
+
+    profile: Literal["local", "aws"] = "local"
+    # local profile: where datasets, artefacts, job workspaces and the SQLite metadata live.
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".mlpipe")
+
+    region: str = Field(default="us-east-1", validation_alias="AWS_DEFAULT_REGION")
+    # Honoured by every boto3 client we create (LocalStack, the embedded moto server, ...).
+    aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+
+    # aws profile resources (created by iac/template.yaml; names passed to the functions).
+    bucket: str = "mlpipe-artifacts"
+    table: str = "mlpipe-metadata"
+    state_machine_arn: str = "arn:aws:states:us-east-1:123456789012:stateMachine:mlpipe-pipeline"
+    sagemaker_role_arn: str = "arn:aws:iam::123456789012:role/mlpipe-sagemaker"
+    sklearn_image_uri: str = (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    )
+    training_instance_type: str = "ml.m5.large"
+    endpoint_instance_type: str = "ml.t2.medium"
+
+    # Seconds the state machine waits between job status checks. Locally 0: the local job
+    # runner's describe long-polls instead, so the loop neither spins nor bloats the history.
+    poll_seconds: int = Field(default=0, ge=0, le=3600)
+    # How long one describe call may block waiting for a local job to finish.
+    job_long_poll_seconds: float = Field(default=5.0, ge=0, le=60)
+
+    # Directories a "file" dataset source may read from, ':'-separated. Nothing else is
+    # readable through the API. Default: the directory the server was started in.
+    file_roots: str = Field(default_factory=lambda: str(Path.cwd()))
+    # aws profile: the S3 prefix holding the job scripts (sourcedir.tar.gz + raw files) and
+    # the version recorded on each model (set by the deploy script).
+    code_prefix: str = "code/current"
+    code_version: str = "unknown"
+
+    # Upper bound on inline dataset bodies and uploads (API Gateway caps payloads at 10 MB).
+    max_inline_bytes: int = 6 * 1024 * 1024
+
+    @property
+    def allowed_file_roots(self) -> list[Path]:
+        return [Path(p).resolve() for p in self.file_roots.split(":") if p]
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.data_dir / "metadata.sqlite3"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()

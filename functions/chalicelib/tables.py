@@ -1,0 +1,22 @@
+"""Where each entity lives in the metadata store (partition key, sort key). One place."""
+
+from __future__ import annotations
+
+
+def version_sk(version: int) -> str:
+    return f"v{version:08d}"
+
+
+DATASETS = "datasets"  # sk = dataset name -> {name, latest_version, ...}
+PIPELINES = "pipelines"  # sk = pipeline name -> the pipeline spec
+RUNS = "runs"  # sk = run id -> the run record
+MODELS = "models"  # sk = model name -> {name, latest_version, aliases}
+ENDPOINTS = "endpoints"  # sk = endpoint name -> served version and history
+
+
+def dataset_versions(name: str) -> str:
+    return f"dataset#{name}"
+
+
+def model_versions(name: str) -> str:
+    return f"model#{name}"
