@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import io
 import json
 from pathlib import Path
@@ -67,6 +68,7 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
         raise BadRequestError("the dataset is empty")
     try:
         if fmt == "csv":
+            _check_csv_header(raw)
             frame = pd.read_csv(io.BytesIO(raw))
         elif fmt == "parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
@@ -94,6 +96,15 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
         raise BadRequestError(f"could not read the {fmt} data: {str(exc)[:300]}") from None
     validate_frame(frame)
     return frame
+
+
+def _check_csv_header(raw: bytes) -> None:
+    # pandas silently renames a repeated header ("a", "a.1"); a user would rather know.
+    first = raw[: 1 << 16].decode("utf-8", errors="replace")
+    header = next(csv.reader(io.StringIO(first)), [])
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise BadRequestError(f"column names must be unique; repeated: {repeated}")
 
 
 def validate_frame(frame: pd.DataFrame) -> None:

@@ -1,0 +1,332 @@
+"""SageMaker PROCESSING job: score a model written by train.py on held-out parquet data.
+
+Runs unchanged in the prebuilt SageMaker scikit-learn container and as a local subprocess.
+
+CLI::
+
+    --model-dir   default /opt/ml/processing/model: model.tar.gz (as SageMaker writes it) or
+                  the extracted model.joblib + metadata.json
+    --test-dir    default /opt/ml/processing/test: *.parquet files (searched recursively)
+    --output-dir  default /opt/ml/processing/evaluation: evaluation.json is written here
+    --metrics     comma-separated; default every metric that applies to the model
+
+Metrics: classification accuracy, precision_macro, recall_macro, f1_macro, roc_auc (binary
+only; included by default when the model is binary and has predict_proba); regression rmse,
+mae, r2. Target column and task come from the model's metadata.json.
+
+Output: ``{"metrics": {name: float}, "rows": int, "task": str}`` (a metric that is undefined on
+the data, e.g. r2 on one row, is null).
+
+On failure the reason is printed to stderr and written to ``$SM_OUTPUT_DIR/failure`` when
+SM_OUTPUT_DIR is set (local runner), else to /opt/ml/output/message inside a SageMaker
+processing container (shown as ExitMessage); the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tarfile
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_score,
+    r2_score,
+    recall_score,
+    roc_auc_score,
+)
+
+CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+METRICS_BY_TASK = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+_MAX_FAILURE_CHARS = 1000
+
+
+class JobError(Exception):
+    """A failure whose message is meant for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse would print usage and exit(2) without ever writing the failure file.
+    def error(self, message: str) -> NoReturn:
+        raise JobError(f"Invalid arguments: {message}.")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description="Evaluate a trained model on parquet test data.")
+    parser.add_argument("--model-dir", default="/opt/ml/processing/model")
+    parser.add_argument("--test-dir", default="/opt/ml/processing/test")
+    parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
+    parser.add_argument("--metrics", default=None)
+    return parser
+
+
+def safe_extract(archive: Path, destination: Path) -> None:
+    """Extract a model.tar.gz, refusing members that could write outside ``destination``."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = member.name
+                if name.startswith("/") or ".." in PurePosixPath(name).parts:
+                    raise JobError(f"model.tar.gz contains an unsafe path {name!r}.")
+                if not (member.isfile() or member.isdir()):
+                    raise JobError(
+                        f"model.tar.gz member {name!r} is a link or special file; refusing it."
+                    )
+            if hasattr(tarfile, "data_filter"):
+                # Defence in depth where Python has extraction filters (3.10.12+, 3.11.4+).
+                tar.extractall(destination, members=members, filter="data")
+            else:
+                tar.extractall(destination, members=members)  # noqa: S202 - checked above
+    except tarfile.TarError as exc:
+        raise JobError(f"Could not extract {archive.name}: {exc}") from exc
+
+
+def locate_model(model_dir: Path, scratch: Path) -> Path:
+    """Directory holding model.joblib and metadata.json (extracting model.tar.gz if needed)."""
+    if (model_dir / "model.joblib").is_file() and (model_dir / "metadata.json").is_file():
+        return model_dir
+    archive = model_dir / "model.tar.gz"
+    if not archive.is_file():
+        raise JobError(
+            f"No model found in {str(model_dir)!r}: expected model.tar.gz or "
+            "model.joblib with metadata.json."
+        )
+    safe_extract(archive, scratch)
+    if not (scratch / "model.joblib").is_file() or not (scratch / "metadata.json").is_file():
+        raise JobError("model.tar.gz does not contain model.joblib and metadata.json at its root.")
+    return scratch
+
+
+def _read_parquet_dir(directory: Path) -> pd.DataFrame:
+    if not directory.is_dir():
+        raise JobError(f"Test data directory {str(directory)!r} does not exist.")
+    files = sorted(p for p in directory.rglob("*.parquet") if p.is_file())
+    if not files:
+        raise JobError(f"No *.parquet files found in {str(directory)!r}.")
+    frames = []
+    for path in files:
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as exc:
+            raise JobError(f"Could not read parquet file {path.name!r}: {exc}") from exc
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def coerce_features(frame: pd.DataFrame, signature: list[dict[str, str]]) -> pd.DataFrame:
+    """Same representation as train.py fits on: float64 numbers/booleans, text categories."""
+    missing = [f["name"] for f in signature if f["name"] not in frame.columns]
+    if missing:
+        raise JobError(f"Test data is missing feature column(s): {', '.join(map(repr, missing))}.")
+    columns: dict[str, Any] = {}
+    for field in signature:
+        name, kind = field["name"], field["type"]
+        series = frame[name]
+        if kind == "string":
+            as_object = series.astype(object)
+            absent = as_object.isna().to_numpy()
+            values = np.array([str(value) for value in as_object], dtype=object)
+            values[absent] = np.nan
+            columns[name] = values
+        else:
+            try:
+                columns[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError) as exc:
+                raise JobError(f"Column {name!r} ({kind}) has a non-numeric value: {exc}") from exc
+    return pd.DataFrame(columns, index=frame.index, columns=[f["name"] for f in signature])
+
+
+def normalize_labels(labels: pd.Series) -> np.ndarray:
+    """Same label normalisation as train.py, so test labels compare equal to the classes."""
+    dtype = labels.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return labels.to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(dtype):
+        return labels.to_numpy(dtype=np.int64)
+    if pd.api.types.is_float_dtype(dtype):
+        values = labels.to_numpy(dtype=np.float64)
+        if np.all(np.mod(values, 1) == 0):
+            return values.astype(np.int64)
+        return values
+    values = labels.astype(object).to_numpy()
+    if len({type(value) for value in values}) > 1:
+        return np.array([str(value) for value in values], dtype=object)
+    return values
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]:
+    available = METRICS_BY_TASK[task]
+    if requested is None or not requested.strip():
+        names = list(available)
+        if task == "classification" and (
+            len(pipeline.classes_) != 2 or not hasattr(pipeline, "predict_proba")
+        ):
+            names.remove("roc_auc")
+        return names
+    names = []
+    for raw in requested.split(","):
+        name = raw.strip().lower()
+        if not name or name in names:
+            continue
+        if name not in available:
+            other = [t for t, metrics in METRICS_BY_TASK.items() if name in metrics]
+            if other:
+                raise JobError(
+                    f"Metric {name!r} is for {other[0]} models but this model's task is {task}; "
+                    f"use one of: {', '.join(available)}."
+                )
+            raise JobError(f"Unknown metric {name!r}; for {task} use: {', '.join(available)}.")
+        names.append(name)
+    if not names:
+        raise JobError("--metrics names no metric.")
+    if "roc_auc" in names:
+        n_classes = len(pipeline.classes_)
+        if n_classes != 2:
+            raise JobError(
+                f"roc_auc is only computed for binary classification; this model has "
+                f"{n_classes} classes."
+            )
+        if not hasattr(pipeline, "predict_proba"):
+            raise JobError("roc_auc needs class probabilities but the model has no predict_proba.")
+    return names
+
+
+def _roc_auc(pipeline: Any, features: pd.DataFrame, y_true: np.ndarray) -> float:
+    positive = pipeline.classes_[1]
+    is_positive = y_true == positive
+    if is_positive.all() or not is_positive.any():
+        raise JobError("roc_auc is undefined: the test data contains only one class.")
+    scores = pipeline.predict_proba(features)[:, 1]
+    return float(roc_auc_score(is_positive, scores))
+
+
+def compute_metrics(
+    names: list[str], task: str, pipeline: Any, features: pd.DataFrame, y_true: np.ndarray
+) -> dict[str, float | None]:
+    y_pred = pipeline.predict(features)
+    scorers: dict[str, Callable[[], float]] = {
+        "accuracy": lambda: accuracy_score(y_true, y_pred),
+        "precision_macro": lambda: precision_score(
+            y_true, y_pred, average="macro", zero_division=0
+        ),
+        "recall_macro": lambda: recall_score(y_true, y_pred, average="macro", zero_division=0),
+        "f1_macro": lambda: f1_score(y_true, y_pred, average="macro", zero_division=0),
+        "roc_auc": lambda: _roc_auc(pipeline, features, y_true),
+        # sqrt of MSE rather than root_mean_squared_error: the container may ship sklearn < 1.4.
+        "rmse": lambda: math.sqrt(mean_squared_error(y_true, y_pred)),
+        "mae": lambda: mean_absolute_error(y_true, y_pred),
+        "r2": lambda: r2_score(y_true, y_pred),
+    }
+    results: dict[str, float | None] = {}
+    for name in names:
+        value = float(scorers[name]())
+        # NaN is not JSON; null says "undefined on this data" (e.g. r2 of a single row).
+        results[name] = value if math.isfinite(value) else None
+    return results
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        location = locate_model(Path(args.model_dir), Path(scratch))
+        metadata = json.loads((location / "metadata.json").read_text(encoding="utf-8"))
+        pipeline = joblib.load(location / "model.joblib")
+    task = metadata.get("task")
+    if task not in METRICS_BY_TASK:
+        raise JobError(f"metadata.json has an unknown task {task!r}.")
+    target: str = metadata["target"]
+    signature: list[dict[str, str]] = metadata["signature"]["inputs"]
+    names = choose_metrics(args.metrics, task, pipeline)
+
+    data = _read_parquet_dir(Path(args.test_dir))
+    if target not in data.columns:
+        raise JobError(f"Test data has no target column {target!r}.")
+    data = data[data[target].notna()]
+    if data.empty:
+        raise JobError(f"No test rows: every value of target {target!r} is missing.")
+    features = coerce_features(data, signature)
+
+    if task == "classification":
+        y_true = normalize_labels(data[target])
+        classes = {_plain(c) for c in pipeline.classes_}
+        if not any(_plain(label) in classes for label in np.unique(y_true)):
+            raise JobError(
+                f"No test label matches a model class (model classes: "
+                f"{sorted(map(repr, classes))[:10]}); check the target column's type."
+            )
+    else:
+        try:
+            y_true = data[target].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"Regression target {target!r} must be numeric: {exc}") from exc
+
+    metrics = compute_metrics(names, task, pipeline, features, y_true)
+    report = {"metrics": metrics, "rows": len(features), "task": task}
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "evaluation.json").write_text(
+        json.dumps(report, indent=2, allow_nan=False), encoding="utf-8"
+    )
+    return report
+
+
+def _write_failure(message: str) -> None:
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    if output_dir:
+        path = Path(output_dir) / "failure"
+    elif Path("/opt/ml/processing").is_dir():
+        # Inside a SageMaker processing job this file becomes the job's ExitMessage.
+        path = Path("/opt/ml/output/message")
+    else:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message, encoding="utf-8")
+    except OSError as exc:
+        print(f"Could not write {path}: {exc}", file=sys.stderr)
+
+
+def _one_paragraph(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) > _MAX_FAILURE_CHARS:
+        flat = flat[: _MAX_FAILURE_CHARS - 3] + "..."
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        report = evaluate(args)
+    except JobError as exc:
+        message = _one_paragraph(f"Evaluation failed: {exc}")
+    except Exception as exc:
+        traceback.print_exc()
+        message = _one_paragraph(f"Evaluation failed: {type(exc).__name__}: {exc}")
+    else:
+        print(json.dumps(report), flush=True)
+        return 0
+    print(message, file=sys.stderr, flush=True)
+    _write_failure(message)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""SageMaker script-mode TRAINING job: fit one scikit-learn Pipeline on parquet data.
+
+Runs unchanged in the prebuilt SageMaker scikit-learn container and as a local subprocess
+started by the local job runner, so it depends only on the SageMaker environment contract:
+
+CLI (hyperparameters arrive as ``--name value`` strings; anything unknown is ignored)::
+
+    --algorithm {logistic_regression,linear_regression,random_forest,hist_gradient_boosting}
+    --task {classification,regression}
+    --target <column name>
+    --hyperparameters <JSON object, default "{}">   estimator keyword arguments
+    --seed <int, default 42>
+
+Environment:
+    SM_CHANNEL_TRAIN  directory with one or more ``*.parquet`` files (read in name order)
+    SM_MODEL_DIR      where model.joblib, metadata.json and code/inference.py are written
+    SM_OUTPUT_DIR     on failure a one-paragraph reason goes to ``$SM_OUTPUT_DIR/failure``
+                      (SageMaker shows it as FailureReason); default /opt/ml/output
+    SM_HPS            optional; set by the SageMaker training toolkit (see _estimator_kwargs)
+
+The script is uploaded on its own (inference.py must sit next to it), so it imports only the
+standard library, numpy, pandas, pyarrow (through pandas), scikit-learn and joblib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import decimal
+import json
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+FORMAT_VERSION = 1
+TASKS = ("classification", "regression")
+
+# algorithm -> task -> estimator class; a missing task means the pairing is not supported.
+ALGORITHMS: dict[str, dict[str, type[Any]]] = {
+    "logistic_regression": {"classification": LogisticRegression},
+    "linear_regression": {"regression": LinearRegression},
+    "random_forest": {
+        "classification": RandomForestClassifier,
+        "regression": RandomForestRegressor,
+    },
+    "hist_gradient_boosting": {
+        "classification": HistGradientBoostingClassifier,
+        "regression": HistGradientBoostingRegressor,
+    },
+}
+
+# SageMaker truncates FailureReason to 1 KiB; keep ours below that so the end is not cut.
+_MAX_FAILURE_CHARS = 1000
+_OPTIONS = ("--algorithm", "--task", "--target", "--hyperparameters", "--seed")
+
+
+class JobError(Exception):
+    """A failure whose message is meant for the user (written to the failure file)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse would print usage and exit(2) without ever writing the failure file.
+    def error(self, message: str) -> NoReturn:
+        raise JobError(f"Invalid arguments: {message}.")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description="Train one scikit-learn pipeline (SageMaker script mode).")
+    parser.add_argument("--algorithm", required=True, choices=sorted(ALGORITHMS))
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--hyperparameters", default="{}")
+    parser.add_argument("--seed", type=int, default=42)
+    return parser
+
+
+def _glue_option_values(argv: list[str]) -> list[str]:
+    """Turn ``--target -x`` into ``--target=-x`` for our own options.
+
+    A column name may start with "-", which argparse would otherwise read as another option.
+    SageMaker always passes ``--name value`` pairs, so the token after one of our options is
+    its value whatever it looks like.
+    """
+    glued: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in _OPTIONS and i + 1 < len(argv):
+            glued.append(f"{token}={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(token)
+            i += 1
+    return glued
+
+
+def _sm_hps() -> dict[str, Any]:
+    raw = os.environ.get("SM_HPS")
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _estimator_kwargs(cli_value: str) -> dict[str, Any]:
+    """Parse ``--hyperparameters``.
+
+    The SageMaker training toolkit json-decodes every hyperparameter value and renders a dict
+    on the command line as ``k=v,k2=v2`` (lossy). So when the CLI value is not a JSON object,
+    the decoded dict is taken from SM_HPS, which the toolkit fills with the same values as JSON.
+    Callers that JSON-encode each value (as the SageMaker Python SDK does) never hit this path.
+    """
+    try:
+        parsed = json.loads(cli_value)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    from_env = _sm_hps().get("hyperparameters")
+    if isinstance(from_env, str):
+        try:
+            from_env = json.loads(from_env)
+        except ValueError:
+            from_env = None
+    if isinstance(from_env, dict):
+        return from_env
+    raise JobError(
+        f"--hyperparameters must be a JSON object of estimator arguments, got {cli_value!r}."
+    )
+
+
+def _target_name(cli_value: str) -> str:
+    """Undo the toolkit's json-decoding of a target name such as "true", "null" or "123"."""
+    hps = _sm_hps()
+    if "target" not in hps:
+        return cli_value
+    decoded = hps["target"]
+    # The toolkit printed str(decoded) ("True", "" for null); JSON gives back the sent text.
+    if decoded is None or isinstance(decoded, (bool, int, float)):
+        return json.dumps(decoded)
+    return cli_value
+
+
+def _read_parquet_dir(directory: Path) -> pd.DataFrame:
+    if not directory.is_dir():
+        raise JobError(f"Training data directory {str(directory)!r} does not exist.")
+    files = sorted(p for p in directory.rglob("*.parquet") if p.is_file())
+    if not files:
+        raise JobError(f"No *.parquet files found in training channel {str(directory)!r}.")
+    frames = []
+    for path in files:
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as exc:
+            raise JobError(f"Could not read parquet file {path.name!r}: {exc}") from exc
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _object_kind(series: pd.Series) -> str:
+    """Classify an object column by the Python types of its non-null values."""
+    kinds = {type(value) for value in series.dropna()}
+    if not kinds:
+        return "string"
+    if all(issubclass(kind, (bool, np.bool_)) for kind in kinds):
+        return "boolean"
+    numeric = (int, float, decimal.Decimal, np.integer, np.floating)
+    if all(issubclass(kind, numeric) and not issubclass(kind, bool) for kind in kinds):
+        if all(issubclass(kind, (int, np.integer)) for kind in kinds):
+            return "integer"
+        return "number"
+    return "string"
+
+
+def column_type(series: pd.Series) -> str:
+    """Signature type of a feature column: number, integer, boolean or string.
+
+    Everything that is not numeric or boolean (object, pandas 3's "str", category, datetime,
+    ...) is a string: it is one-hot encoded and clients send it as text.
+    """
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(dtype):
+        return "number"
+    if pd.api.types.is_object_dtype(dtype):
+        return _object_kind(series)
+    return "string"
+
+
+def coerce_features(frame: pd.DataFrame, signature: list[dict[str, str]]) -> pd.DataFrame:
+    """Give every feature the representation the pipeline is fitted on (and served with).
+
+    Numeric and boolean columns become float64 with NaN for missing, because nullable or
+    object-typed booleans/integers (what parquet nulls turn into) break the median imputer.
+    String columns become text with NaN for missing so mixed or categorical values are
+    encoded consistently with what inference.py sends.
+    """
+    columns: dict[str, Any] = {}
+    for field in signature:
+        name, kind = field["name"], field["type"]
+        series = frame[name]
+        if kind == "string":
+            as_object = series.astype(object)
+            missing = as_object.isna().to_numpy()
+            values = np.array([str(value) for value in as_object], dtype=object)
+            values[missing] = np.nan
+            columns[name] = values
+        else:
+            try:
+                columns[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError) as exc:
+                raise JobError(f"Column {name!r} ({kind}) has a non-numeric value: {exc}") from exc
+    return pd.DataFrame(columns, index=frame.index, columns=[f["name"] for f in signature])
+
+
+def normalize_labels(labels: pd.Series) -> np.ndarray:
+    """Class labels as a plain numpy array that keeps the target's original values.
+
+    Parquet turns an integer column with nulls into float64; once those rows are dropped the
+    labels are integral again and are reported as ints, not 1.0/0.0.
+    """
+    dtype = labels.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return labels.to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(dtype):
+        return labels.to_numpy(dtype=np.int64)
+    if pd.api.types.is_float_dtype(dtype):
+        values = labels.to_numpy(dtype=np.float64)
+        if np.all(np.mod(values, 1) == 0):
+            return values.astype(np.int64)
+        return values
+    values = labels.astype(object).to_numpy()
+    if len({type(value) for value in values}) > 1:
+        # sklearn cannot order e.g. 1 and "a"; text is the only common form.
+        return np.array([str(value) for value in values], dtype=object)
+    return values
+
+
+def json_value(value: Any) -> Any:
+    """A JSON-serializable Python value for a numpy scalar (or the value itself)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def make_estimator(algorithm: str, task: str, hyperparameters: dict[str, Any], seed: int) -> Any:
+    estimators = ALGORITHMS[algorithm]
+    if task not in estimators:
+        supported = ", ".join(sorted(estimators))
+        raise JobError(
+            f"Algorithm {algorithm!r} does not support task {task!r} (supported: {supported})."
+        )
+    cls = estimators[task]
+    valid = cls().get_params()
+    unknown = sorted(set(hyperparameters) - set(valid))
+    if unknown:
+        raise JobError(
+            f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+            f"valid names are: {', '.join(sorted(valid))}."
+        )
+    kwargs = dict(hyperparameters)
+    if "random_state" in valid and "random_state" not in kwargs:
+        kwargs["random_state"] = seed
+    estimator = cls(**kwargs)
+    # sklearn only validates values inside fit(), i.e. after preprocessing the whole data set;
+    # checking up front fails a bad value in seconds. Private API, hence the guard.
+    validate = getattr(estimator, "_validate_params", None)
+    if callable(validate):
+        try:
+            validate()
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"Invalid hyperparameter for {cls.__name__}: {exc}") from exc
+    return estimator
+
+
+def build_pipeline(signature: list[dict[str, str]], estimator: Any, dense: bool) -> Pipeline:
+    numeric = [f["name"] for f in signature if f["type"] != "string"]
+    categorical = [f["name"] for f in signature if f["type"] == "string"]
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        numeric_steps = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
+        transformers.append(("numeric", numeric_steps, numeric))
+    if categorical:
+        categorical_steps = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                ("onehot", OneHotEncoder(handle_unknown="ignore")),
+            ]
+        )
+        transformers.append(("categorical", categorical_steps, categorical))
+    # HistGradientBoosting rejects sparse input, which one-hot encoding would otherwise produce.
+    preprocess = ColumnTransformer(
+        transformers, remainder="drop", sparse_threshold=0.0 if dense else 0.3
+    )
+    return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
+
+
+def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[str, Any]:
+    inference_src = Path(__file__).with_name("inference.py")
+    if not inference_src.is_file():
+        raise JobError(
+            "inference.py must be shipped next to train.py (upload the whole sagemaker_jobs "
+            "directory as source_dir) so the model artifact is servable."
+        )
+    target = _target_name(args.target)
+    if not target:
+        raise JobError("--target must name a column.")
+    hyperparameters = _estimator_kwargs(args.hyperparameters)
+    estimator = make_estimator(args.algorithm, args.task, hyperparameters, args.seed)
+
+    data = _read_parquet_dir(train_dir)
+    if target not in data.columns:
+        available = ", ".join(repr(str(c)) for c in list(data.columns)[:50])
+        raise JobError(f"Target column {target!r} not found; columns are: {available}.")
+    data = data[data[target].notna()]
+    if data.empty:
+        raise JobError(f"No training rows: every value of target {target!r} is missing.")
+
+    feature_names = [str(c) for c in data.columns if c != target]
+    dropped = [name for name in feature_names if data[name].isna().all()]
+    signature = [
+        {"name": name, "type": column_type(data[name])}
+        for name in feature_names
+        if name not in dropped
+    ]
+    if not signature:
+        raise JobError(f"No usable feature columns besides target {target!r}.")
+    features = coerce_features(data, signature)
+
+    if args.task == "classification":
+        labels = normalize_labels(data[target])
+    else:
+        try:
+            labels = data[target].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"Regression target {target!r} must be numeric: {exc}") from exc
+
+    pipeline = build_pipeline(
+        signature, estimator, dense=args.algorithm == "hist_gradient_boosting"
+    )
+    print(
+        f"Fitting {type(estimator).__name__} on {len(features)} rows, "
+        f"{len(signature)} features (dropped all-null: {dropped})",
+        flush=True,
+    )
+    pipeline.fit(features, labels)
+
+    classes = None
+    if args.task == "classification":
+        classes = [json_value(c) for c in pipeline.classes_]
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "task": args.task,
+        "algorithm": args.algorithm,
+        "target": target,
+        "hyperparameters": hyperparameters,
+        "seed": args.seed,
+        "signature": {"inputs": signature},
+        "classes": classes,
+        "training_rows": len(features),
+        "dropped_columns": dropped,
+        "sklearn_version": sklearn.__version__,
+        "pandas_version": pd.__version__,
+    }
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, model_dir / "model.joblib")
+    (model_dir / "metadata.json").write_text(
+        json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    code_dir = model_dir / "code"
+    code_dir.mkdir(exist_ok=True)
+    shutil.copyfile(inference_src, code_dir / "inference.py")
+    return metadata
+
+
+def _write_failure(message: str) -> None:
+    output_dir = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "failure").write_text(message, encoding="utf-8")
+    except OSError as exc:
+        print(f"Could not write failure file in {output_dir}: {exc}", file=sys.stderr)
+
+
+def _one_paragraph(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) > _MAX_FAILURE_CHARS:
+        flat = flat[: _MAX_FAILURE_CHARS - 3] + "..."
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, unknown = _build_parser().parse_known_args(
+            _glue_option_values(list(sys.argv[1:] if argv is None else argv))
+        )
+        if unknown:
+            print(f"Ignoring unknown arguments: {unknown}", flush=True)
+        train_dir = Path(os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+        model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+        metadata = train(args, train_dir, model_dir)
+    except JobError as exc:
+        message = _one_paragraph(f"Training failed: {exc}")
+    except Exception as exc:
+        traceback.print_exc()
+        message = _one_paragraph(f"Training failed: {type(exc).__name__}: {exc}")
+    else:
+        print(f"Model written to {model_dir} ({metadata['training_rows']} rows)", flush=True)
+        return 0
+    print(message, file=sys.stderr, flush=True)
+    _write_failure(message)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
