@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from chalice import Chalice, Response
+from pydantic import BaseModel, ValidationError
+
 from chalicelib import catalog, datasets, deployment, openapi, pipelines, registry, runs, steps
 from chalicelib.errors import BadRequestError, MLPipeError
 from chalicelib.names import check_name
@@ -24,7 +26,6 @@ from chalicelib.schemas import (
     PipelineCreate,
     RunCreate,
 )
-from pydantic import BaseModel, ValidationError
 
 app = Chalice(app_name="mlpipe")
 app.log.setLevel(logging.INFO)
@@ -264,10 +265,11 @@ def rollback_endpoint(name: str) -> dict[str, Any]:
 def invoke_endpoint(name: str) -> dict[str, Any]:
     request = app.current_request
     assert request is not None
+    raw = request.raw_body or b""
     return deployment.invoke(
         ports(),
         name_param(name, "endpoint name"),
-        request.raw_body or b"",
+        raw.encode() if isinstance(raw, str) else raw,
         request.headers.get("content-type", "application/json"),
     )
 

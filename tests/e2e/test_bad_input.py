@@ -22,7 +22,11 @@ def assert_error(result: tuple[int, object], status: int, *needles: str) -> None
 
 @pytest.fixture(scope="module")
 def ready(api: Api) -> Api:
-    api.ok("POST", "/datasets", {"name": "good", "source": {"type": "inline", "data": classification_csv(60)}})
+    api.ok(
+        "POST",
+        "/datasets",
+        {"name": "good", "source": {"type": "inline", "data": classification_csv(60)}},
+    )
     return api
 
 
@@ -45,15 +49,25 @@ PIPELINE = {
         ("a,a\n1,2\n", None),
     ],
 )
-def test_bad_csv_is_rejected_and_nothing_is_written(ready: Api, data: str, needle: str | None) -> None:
-    result = ready.call("POST", "/datasets", {"name": "broken", "source": {"type": "inline", "data": data}})
+def test_bad_csv_is_rejected_and_nothing_is_written(
+    ready: Api, data: str, needle: str | None
+) -> None:
+    result = ready.call(
+        "POST", "/datasets", {"name": "broken", "source": {"type": "inline", "data": data}}
+    )
     assert_error(result, 400, *([needle] if needle else []))
     assert_error(ready.call("GET", "/datasets/broken"), 404, "not found")
 
 
-def test_dataset_formats_and_sources(ready: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dataset_formats_and_sources(
+    ready: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     jsonl = '{"x": 1, "y": "a"}\n{"x": 2, "y": "b"}\n'
-    created = ready.ok("POST", "/datasets", {"name": "lines", "format": "jsonl", "source": {"type": "inline", "data": jsonl}})
+    created = ready.ok(
+        "POST",
+        "/datasets",
+        {"name": "lines", "format": "jsonl", "source": {"type": "inline", "data": jsonl}},
+    )
     assert created["rows"] == 2
     version = ready.ok("GET", "/datasets/lines/versions/1")
     assert version["schema"] == [{"name": "x", "type": "integer"}, {"name": "y", "type": "string"}]
@@ -67,7 +81,9 @@ def test_dataset_formats_and_sources(ready: Api, tmp_path: Path, monkeypatch: py
     )  # fmt: skip
 
 
-def test_file_source_is_confined_to_the_allowed_roots(ready: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_source_is_confined_to_the_allowed_roots(
+    ready: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from chalicelib import runtime, settings
 
     allowed = tmp_path / "allowed"
@@ -78,7 +94,11 @@ def test_file_source_is_confined_to_the_allowed_roots(ready: Api, tmp_path: Path
     settings.reset_settings()
     runtime.reset_ports()
     try:
-        ok = ready.ok("POST", "/datasets", {"name": "fromfile", "source": {"type": "file", "path": "data.csv"}})
+        ok = ready.ok(
+            "POST",
+            "/datasets",
+            {"name": "fromfile", "source": {"type": "file", "path": "data.csv"}},
+        )
         assert ok["rows"] == 2
         for path in ("../secret.csv", str(tmp_path / "secret.csv"), "/etc/passwd"):
             assert_error(
@@ -100,9 +120,21 @@ def test_file_source_is_confined_to_the_allowed_roots(ready: Api, tmp_path: Path
     [
         ({"target": "nope"}, 400, "target column 'nope'"),
         ({"model": {"algorithm": "xgboost"}}, 400, "unknown algorithm"),
-        ({"model": {"algorithm": "random_forest", "hyperparameters": {"n_estimator": 5}}}, 400, "n_estimators"),
-        ({"model": {"algorithm": "random_forest", "hyperparameters": {"n_estimators": "many"}}}, 400, "n_estimators"),
-        ({"model": {"algorithm": "random_forest", "hyperparameters": {"n_estimators": -3}}}, 400, "n_estimators"),
+        (
+            {"model": {"algorithm": "random_forest", "hyperparameters": {"n_estimator": 5}}},
+            400,
+            "n_estimators",
+        ),
+        (
+            {"model": {"algorithm": "random_forest", "hyperparameters": {"n_estimators": "many"}}},
+            400,
+            "n_estimators",
+        ),
+        (
+            {"model": {"algorithm": "random_forest", "hyperparameters": {"n_estimators": -3}}},
+            400,
+            "n_estimators",
+        ),
         ({"model": {"algorithm": "linear_regression"}}, 400, "classification"),
         ({"name": "../etc"}, 400, "not a safe identifier"),
         ({"name": "a/b"}, 400, "not a safe identifier"),
@@ -112,9 +144,17 @@ def test_file_source_is_confined_to_the_allowed_roots(ready: Api, tmp_path: Path
         ({"evaluation": {"test_size": 1.5}}, 400, "test_size"),
         ({"task": "clustering"}, 400, "task"),
         ({"tuning": {"strategy": "grid"}}, 400, "tuning"),
-        ({"preprocessing": [{"op": "drop_columns", "columns": ["label"]}]}, 400, "cannot drop the target"),
+        (
+            {"preprocessing": [{"op": "drop_columns", "columns": ["label"]}]},
+            400,
+            "cannot drop the target",
+        ),
         ({"preprocessing": [{"op": "drop_columns", "columns": ["ghost"]}]}, 400, "ghost"),
-        ({"task": "regression", "model": {"algorithm": "linear_regression"}}, 400, "numeric target"),
+        (
+            {"task": "regression", "model": {"algorithm": "linear_regression"}},
+            400,
+            "numeric target",
+        ),
     ],
 )
 def test_bad_pipelines_are_rejected(ready: Api, change: dict, status: int, needle: str) -> None:
@@ -124,7 +164,9 @@ def test_bad_pipelines_are_rejected(ready: Api, change: dict, status: int, needl
 
 def test_duplicate_pipeline_is_a_conflict(ready: Api) -> None:
     ready.ok("POST", "/pipelines", {**PIPELINE, "name": "dup"})
-    assert_error(ready.call("POST", "/pipelines", {**PIPELINE, "name": "dup"}), 409, "already exists")
+    assert_error(
+        ready.call("POST", "/pipelines", {**PIPELINE, "name": "dup"}), 409, "already exists"
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,9 +196,17 @@ def test_non_json_bodies_are_400(ready: Api) -> None:
 
 
 def test_unknown_endpoint_model_and_alias(ready: Api) -> None:
-    assert_error(ready.call("POST", "/endpoints", {"name": "e", "model": "nope", "version": 1}), 404, "not found")
-    assert_error(ready.call("POST", "/endpoints", {"name": "e", "model": "nope"}), 400, "exactly one")
-    assert_error(ready.call("POST", "/endpoints/nope/invocations", {"instances": []}), 404, "not found")
+    assert_error(
+        ready.call("POST", "/endpoints", {"name": "e", "model": "nope", "version": 1}),
+        404,
+        "not found",
+    )
+    assert_error(
+        ready.call("POST", "/endpoints", {"name": "e", "model": "nope"}), 400, "exactly one"
+    )
+    assert_error(
+        ready.call("POST", "/endpoints/nope/invocations", {"instances": []}), 404, "not found"
+    )
     assert_error(ready.call("POST", "/endpoints/nope/rollback"), 404, "not found")
     assert_error(ready.call("PUT", "/models/nope/aliases/prod", {"version": 1}), 404, "not found")
     assert_error(ready.call("PUT", "/models/nope/aliases/prod", {"version": 0}), 400, "version")
@@ -176,7 +226,10 @@ GOOD_ROW = {"petal/len": 0.1, "sepal width": 1.0, "colour": "red", "count": 2}
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"dataframe_records": [{"petal/len": 0.1, "colour": "red", "count": 2}]}, "missing columns: ['sepal width']"),
+        (
+            {"dataframe_records": [{"petal/len": 0.1, "colour": "red", "count": 2}]},
+            "missing columns: ['sepal width']",
+        ),
         ({"dataframe_records": [{**GOOD_ROW, "count": "two"}]}, "column 'count' expects integer"),
         ({"dataframe_records": [{**GOOD_ROW, "colour": 3}]}, "column 'colour' expects string"),
         ({"dataframe_records": [{**GOOD_ROW, "count": True}]}, "expects integer"),
@@ -195,8 +248,21 @@ def test_bad_prediction_requests_are_400(served: Api, body: object, needle: str)
 def test_bad_prediction_bodies(served: Api) -> None:
     path = "/endpoints/served/invocations"
     assert_error(served.call("POST", path, raw="{oops"), 400, "not valid JSON")
-    assert_error(served.call("POST", path, raw="petal/len,colour\n1,red\n", content_type="text/csv"), 400, "missing columns")
-    assert_error(served.call("POST", path, raw="petal/len,sepal width,colour,count\nx,1,red,2\n", content_type="text/csv"), 400, "expects number")
+    assert_error(
+        served.call("POST", path, raw="petal/len,colour\n1,red\n", content_type="text/csv"),
+        400,
+        "missing columns",
+    )
+    assert_error(
+        served.call(
+            "POST",
+            path,
+            raw="petal/len,sepal width,colour,count\nx,1,red,2\n",
+            content_type="text/csv",
+        ),
+        400,
+        "expects number",
+    )
     status, _ = served.call("POST", path, raw="<a/>", content_type="application/xml")
     assert status == 415
     ok = served.ok("POST", path, {"dataframe_records": [GOOD_ROW, {**GOOD_ROW, "petal/len": None}]})

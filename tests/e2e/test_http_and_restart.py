@@ -64,14 +64,14 @@ class Server:
         data = None
         if body is not None:
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        req = urllib.request.Request(  # noqa: S310 - loopback
+        req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",
             data=data,
             method=method,
             headers={"Content-Type": content_type},
         )
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
@@ -106,7 +106,11 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     server.start()
     assert server.ok("GET", "/health") == {"status": "ok", "profile": "local"}
     assert server.ok("GET", "/openapi.json")["openapi"].startswith("3.")
-    server.ok("POST", "/datasets", {"name": "iris2", "source": {"type": "inline", "data": classification_csv(300)}})
+    server.ok(
+        "POST",
+        "/datasets",
+        {"name": "iris2", "source": {"type": "inline", "data": classification_csv(300)}},
+    )
     server.ok(
         "POST",
         "/pipelines",
@@ -144,4 +148,6 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     server.start()
     assert server.ok("POST", "/endpoints/iris2/invocations", {"dataframe_records": [ROW]}) == before
     again = server.wait_run(server.ok("POST", "/pipelines/iris2-hgb/runs")["run_id"])
-    assert again["status"] == "SUCCEEDED" and again["model"]["version"] == 2  # the killed run never registered
+    assert (
+        again["status"] == "SUCCEEDED" and again["model"]["version"] == 2
+    )  # the killed run never registered

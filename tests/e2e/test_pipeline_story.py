@@ -68,14 +68,18 @@ def test_metrics_are_measured_on_the_held_out_split(api: Api, first_run: dict) -
     assert 0.7 <= metrics["accuracy"] <= 1.0
     assert 0.5 < metrics["roc_auc"] <= 1.0
     split = next(s for s in first_run["steps"] if s["name"] == "split")["detail"]
-    assert split["test_rows"] == pytest.approx(0.25 * (split["train_rows"] + split["test_rows"]), abs=2)
+    assert split["test_rows"] == pytest.approx(
+        0.25 * (split["train_rows"] + split["test_rows"]), abs=2
+    )
 
 
 def test_events_are_the_execution_history(api: Api, first_run: dict) -> None:
     events = api.ok("GET", f"/runs/{first_run['run_id']}/events")["events"]
     types = [e["type"] for e in events]
     assert types[0] == "ExecutionStarted" and types[-1] == "ExecutionSucceeded"
-    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"] == "TaskStateEntered"]
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if e["type"] == "TaskStateEntered"
+    ]
     for state in ("Ingest", "ValidateAndClean", "SplitTrainTest", "StartTraining", "Deploy"):
         assert state in entered
 
@@ -85,7 +89,9 @@ def test_model_version_records_lineage(api: Api, first_run: dict) -> None:
     assert version["hyperparameters"] == {"n_estimators": 30, "max_depth": 6}
     assert version["metrics"] == first_run["metrics"]
     assert version["data"] == {"dataset": "flowers", "version": 1}
-    assert version["artefact_uri"].startswith("file://") and version["artefact_uri"].endswith(".tar.gz")
+    assert version["artefact_uri"].startswith("file://") and version["artefact_uri"].endswith(
+        ".tar.gz"
+    )
     assert len(version["sha256"]) == 64 and version["code_version"]
     assert [c["name"] for c in version["signature"]] == FEATURES
     assert sorted(version["classes"]) == ["no", "yes"]
@@ -133,7 +139,9 @@ def test_second_version_then_rollback(api: Api, first_run: dict) -> None:
     assert second["dataset"] == {"name": "flowers", "version": 2}
     endpoint = api.ok("GET", "/endpoints/flowers")
     assert endpoint["model_version"] == 2 and endpoint["history"] == [1, 2]
-    row = {"dataframe_records": [{"petal/len": 2.0, "sepal width": -1.0, "colour": "red", "count": 1}]}
+    row = {
+        "dataframe_records": [{"petal/len": 2.0, "sepal width": -1.0, "colour": "red", "count": 1}]
+    }
     assert api.ok("POST", "/endpoints/flowers/invocations", row)["model_version"] == 2
 
     rolled = api.ok("POST", "/endpoints/flowers/rollback")
@@ -156,7 +164,11 @@ def test_moving_an_alias_moves_the_endpoints_that_follow_it(api: Api, first_run:
 
 
 def test_regression_without_deployment_then_endpoint_by_version(api: Api) -> None:
-    api.ok("POST", "/datasets", {"name": "houses", "source": {"type": "inline", "data": regression_csv()}})
+    api.ok(
+        "POST",
+        "/datasets",
+        {"name": "houses", "source": {"type": "inline", "data": regression_csv()}},
+    )
     api.ok(
         "POST",
         "/pipelines",
