@@ -67,7 +67,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description="Evaluate a trained model on parquet test data.")
+    parser = _Parser(
+        description="Evaluate a trained model on parquet test data.", allow_abbrev=False
+    )
     parser.add_argument("--model-dir", default="/opt/ml/processing/model")
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")

@@ -88,7 +88,7 @@ def _numeric_column(name: str, values: Sequence[Any], integral: bool) -> np.ndar
     if not any(isinstance(value, (bool, np.bool_)) for value in values):
         try:
             converted = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             converted = None
         if converted is not None and converted.ndim != 1:
             converted = None

@@ -83,7 +83,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description="Train one scikit-learn pipeline (SageMaker script mode).")
+    parser = _Parser(
+        description="Train one scikit-learn pipeline (SageMaker script mode).", allow_abbrev=False
+    )
     parser.add_argument("--algorithm", required=True, choices=sorted(ALGORITHMS))
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--target", required=True)

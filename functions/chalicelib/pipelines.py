@@ -23,6 +23,15 @@ def check_against_schema(spec: PipelineCreate, dataset: dict[str, Any]) -> None:
         missing = [c for c in named or [] if c not in columns]
         if missing:
             raise BadRequestError(f"{step.op}: columns {missing} are not in {where}")
+    wants_auc = "roc_auc" in [*spec.evaluation.metrics, *spec.evaluation.thresholds]
+    if wants_auc and dataset.get("profile"):
+        distinct = next(
+            c["distinct"] for c in dataset["profile"]["columns"] if c["name"] == spec.target
+        )
+        if distinct != 2:
+            raise BadRequestError(
+                f"roc_auc needs a binary target; {spec.target!r} has {distinct} classes in {where}"
+            )
     if spec.task == "regression":
         kind = next(c["type"] for c in dataset["schema"] if c["name"] == spec.target)
         if kind not in ("integer", "number"):

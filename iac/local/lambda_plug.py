@@ -37,8 +37,12 @@ def _invoke_in_process(self: LambdaFunction, event: Any = None) -> tuple[str, bo
         result = handler(event if event is not None else {}, context)
     except Exception as exc:
         # What the Lambda runtime does with an unhandled exception: the class name becomes
-        # the error Step Functions matches in Retry/Catch. The trace goes to the log only.
-        log.warning("%s failed: %s\n%s", self.function_name, exc, traceback.format_exc())
+        # the error Step Functions matches in Retry/Catch. The trace goes to the log only,
+        # and only for the unexpected: a StepError is a user-facing outcome, not a bug.
+        if type(exc).__name__ == "StepError":
+            log.info("%s: %s", self.function_name, exc)
+        else:
+            log.warning("%s failed: %s\n%s", self.function_name, exc, traceback.format_exc())
         payload = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
         return json.dumps(payload), True, ""
     return json.dumps(result), False, ""

@@ -34,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # moto's server logs every internal call (Lambda invokes, ...): keep the console readable.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     local = stack.start(args.data_dir)
     server = build_server(args.host, args.port)
 

@@ -71,6 +71,11 @@ def start(data_dir: Path, port: int = 0) -> LocalStack:
     """Start (or restart) the stack over ``data_dir``. Returns once it can take runs."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # moto's server logs every internal call (each Lambda invoke, ...): keep consoles readable.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # The interpreter logs every Fail state at ERROR with its whole AST; a failed run is a
+    # normal outcome whose reason is on the run record (GET /runs/{id}).
+    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()

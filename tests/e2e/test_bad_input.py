@@ -267,3 +267,13 @@ def test_bad_prediction_bodies(served: Api) -> None:
     assert status == 415
     ok = served.ok("POST", path, {"dataframe_records": [GOOD_ROW, {**GOOD_ROW, "petal/len": None}]})
     assert len(ok["predictions"]) == 2  # a missing value is imputed, not an error
+
+
+def test_roc_auc_needs_a_binary_target(ready: Api) -> None:
+    three = "x,y\n" + "".join(f"{i},{'abc'[i % 3]}\n" for i in range(30))
+    ready.ok("POST", "/datasets", {"name": "three", "source": {"type": "inline", "data": three}})
+    body = {**PIPELINE, "name": "auc", "dataset": {"name": "three"}, "target": "y",
+            "evaluation": {"metrics": ["roc_auc"]}}  # fmt: skip
+    assert_error(
+        ready.call("POST", "/pipelines", body), 400, "roc_auc needs a binary target", "3 classes"
+    )

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sklearn.utils._param_validation import InvalidParameterError, make_constraint
+
 from chalicelib import catalog, catalog_gen
 from chalicelib.catalog import HyperparameterError, validate_hyperparameters
-from sklearn.utils._param_validation import InvalidParameterError, make_constraint
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = [(a, t) for a in catalog.ALGORITHMS for t in catalog.TASKS if t in catalog.ESTIMATORS[a]]

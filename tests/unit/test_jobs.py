@@ -172,7 +172,7 @@ def test_train_writes_servable_model(classifier: Path) -> None:
     assert metadata["sklearn_version"] and metadata["pandas_version"]
 
 
-def test_seed_and_unknown_hyperparameter_handling(loaded: inference.LoadedModel) -> None:
+def test_seed_reaches_the_estimator(loaded: inference.LoadedModel) -> None:
     estimator = loaded.pipeline.named_steps["estimator"]
     assert estimator.random_state == 7
     assert estimator.n_estimators == 20

@@ -261,10 +261,9 @@ class SageMakerJobRunner:
             TrainingJobName=spec.name,
             AlgorithmSpecification={"TrainingImage": self.image_uri, "TrainingInputMode": "File"},
             RoleArn=self.role_arn,
-            HyperParameters={
-                k: json.dumps(v) if k.startswith("sagemaker_") else v
-                for k, v in hyperparameters.items()
-            },
+            # The SDK's convention: every value JSON-encoded; the container's launcher
+            # decodes them before handing them to the script as --name value.
+            HyperParameters={k: json.dumps(v) for k, v in hyperparameters.items()},
             InputDataConfig=[
                 {
                     "ChannelName": channel,

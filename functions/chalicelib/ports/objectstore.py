@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
 
@@ -50,7 +51,8 @@ class FileObjectStore:
         prefix = self.root.as_uri() + "/"
         if not uri.startswith(prefix):
             raise ValueError(f"{uri!r} is not in this object store")
-        return check_key(uri[len(prefix) :])
+        # uri() percent-encodes the key (Path.as_uri); undo it so key_of(uri(k)) == k.
+        return check_key(unquote(uri[len(prefix) :]))
 
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -64,7 +66,7 @@ class FileObjectStore:
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object {key!r} not found") from None
 
     def put_file(self, key: str, path: Path) -> str:
@@ -160,6 +162,8 @@ class S3ObjectStore:
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
+        if prefix:  # a directory, as in FileObjectStore: "runs/r1" must not match "runs/r10/"
+            prefix = prefix.rstrip("/") + "/"
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
