@@ -7,6 +7,7 @@ import binascii
 import csv
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,9 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
     for _ in range(5):
         head = meta.get(tables.DATASETS, req.name)
         version = (head.item["latest_version"] if head else 0) + 1
-        key = f"datasets/{req.name}/{tables.version_sk(version)}/data.parquet"
+        # A unique object per attempt: a writer that loses the race for this version
+        # number deletes only its own bytes, never the winner's.
+        key = f"datasets/{req.name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}.parquet"
         ports.store.put_bytes(key, data)
         now = now_iso()
         record = {
@@ -214,7 +217,7 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
                 ]
             )
         except ConditionFailedError:
-            ports.store.delete_prefix(f"datasets/{req.name}/{tables.version_sk(version)}")
+            ports.store.delete_prefix(key)
             continue  # someone else took this version number: take the next one
         return summary(record)
     raise ConflictError(f"dataset {req.name!r} is being written concurrently; try again")

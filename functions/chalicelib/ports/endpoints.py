@@ -104,7 +104,8 @@ class LocalEndpointRuntime:
         return _Loaded(deployment.sha256, hooks, model)
 
     def deploy(self, deployment: Deployment) -> None:
-        loaded = self._load(deployment)  # fail the deploy, not the first request
+        with self._lock:  # two first deploys of one artefact share its cache folder
+            loaded = self._load(deployment)  # fail the deploy, not the first request
         path = self._config_path(deployment.endpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

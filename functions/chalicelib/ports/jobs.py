@@ -251,6 +251,11 @@ class SageMakerJobRunner:
                 return  # a retried state: the job already exists
             raise
 
+    def _s3_input(self, key: str) -> str:
+        # S3Prefix matches by string prefix: end a folder with "/" so that "split/train"
+        # does not also pull in a sibling "split/train2/".
+        return self.store.uri(key) if self.store.exists(key) else self.store.uri(key) + "/"
+
     def _start_training(self, spec: JobSpec) -> None:
         hyperparameters = {
             **spec.arguments,
@@ -270,7 +275,7 @@ class SageMakerJobRunner:
                     "DataSource": {
                         "S3DataSource": {
                             "S3DataType": "S3Prefix",
-                            "S3Uri": self.store.uri(key),
+                            "S3Uri": self._s3_input(key),
                             "S3DataDistributionType": "FullyReplicated",
                         }
                     },
@@ -293,7 +298,7 @@ class SageMakerJobRunner:
             {
                 "InputName": "code",
                 "S3Input": {
-                    "S3Uri": self.store.uri(self.code_prefix),
+                    "S3Uri": self.store.uri(self.code_prefix) + "/",
                     "LocalPath": code_dir,
                     "S3DataType": "S3Prefix",
                     "S3InputMode": "File",
@@ -306,7 +311,7 @@ class SageMakerJobRunner:
                 {
                     "InputName": name,
                     "S3Input": {
-                        "S3Uri": self.store.uri(key),
+                        "S3Uri": self._s3_input(key),
                         "LocalPath": local,
                         "S3DataType": "S3Prefix",
                         "S3InputMode": "File",

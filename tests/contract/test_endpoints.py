@@ -1,0 +1,371 @@
+"""EndpointRuntime contract: LocalEndpointRuntime serves a real model.tar.gz in-process through
+its code/inference.py hooks; SageMakerEndpointRuntime is checked against moto for the
+model / endpoint config / endpoint it creates."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+
+from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.ports.endpoints import (
+    Deployment,
+    LocalEndpointRuntime,
+    ModelInputError,
+    SageMakerEndpointRuntime,
+    sagemaker_name,
+    sha256_of,
+)
+from chalicelib.ports.objectstore import S3ObjectStore
+from tests.contract.conftest import (
+    BUCKET,
+    FEATURES,
+    TrainedModel,
+    aws_client,
+    features_for_pipeline,
+    load_pipeline,
+)
+
+JSON = "application/json"
+
+# --------------------------------------------------------------------------- local runtime
+
+
+@pytest.fixture(scope="module")
+def served(trained_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The trained model's key, sha256 and expected predictions on 12 test rows."""
+    tmp = tmp_path_factory.mktemp("served")
+    key = trained_model.status.outputs["model"]
+    sha = sha256_of(trained_model.store.get_file(key, tmp / "copy.tar.gz"))
+    rows = trained_model.test.head(12)
+    pipeline = load_pipeline(trained_model, tmp)
+    expected = pipeline.predict(features_for_pipeline(rows)).tolist()
+    data = [[float(r["x1"]), float(r["x2"]), str(r["colour"])] for _, r in rows.iterrows()]
+    body = json.dumps({"dataframe_split": {"columns": FEATURES, "data": data}}).encode()
+    return {"key": key, "sha": sha, "rows": rows, "expected": expected, "body": body}
+
+
+def _deployment(served: Any, endpoint: str = "ep-local", **overrides: Any) -> Deployment:
+    fields = {
+        "endpoint": endpoint,
+        "model": "iris",
+        "version": 1,
+        "artefact_key": served["key"],
+        "sha256": served["sha"],
+    }
+    return Deployment(**{**fields, **overrides})
+
+
+def _predictions(response: bytes) -> list[Any]:
+    assert isinstance(response, bytes)
+    decoded = json.loads(response)
+    assert list(decoded) == ["predictions"]
+    return list(decoded["predictions"])
+
+
+def test_deploy_and_invoke(trained_model: TrainedModel, served: Any, tmp_path: Path) -> None:
+    runtime = LocalEndpointRuntime(tmp_path / "endpoints", trained_model.store)
+    assert runtime.status("ep-local") == "NotFound"
+    runtime.deploy(_deployment(served))
+    assert runtime.status("ep-local") == "InService"
+    predictions = _predictions(runtime.invoke("ep-local", served["body"], JSON))
+    assert predictions == served["expected"]
+    assert set(predictions) <= {"yes", "no"}  # the original labels, not indices
+    # Same answer for the same rows as records and as CSV.
+    records = json.loads(served["body"])["dataframe_split"]
+    body = json.dumps(
+        {
+            "dataframe_records": [
+                dict(zip(records["columns"], r, strict=True)) for r in records["data"]
+            ]
+        }
+    ).encode()
+    assert _predictions(runtime.invoke("ep-local", body, JSON)) == served["expected"]
+    csv = "x1,x2,colour\n" + "".join(
+        f"{r['x1']!r},{r['x2']!r},{r['colour']}\n" for _, r in served["rows"].iterrows()
+    )
+    assert _predictions(runtime.invoke("ep-local", csv.encode(), "text/csv")) == served["expected"]
+
+
+def test_a_restarted_runtime_serves_without_redeploying(
+    trained_model: TrainedModel, served: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "endpoints"
+    LocalEndpointRuntime(root, trained_model.store).deploy(_deployment(served))
+    restarted = LocalEndpointRuntime(root, trained_model.store)  # a new process, same data dir
+    assert restarted.status("ep-local") == "InService"
+    assert _predictions(restarted.invoke("ep-local", served["body"], JSON)) == served["expected"]
+
+
+def test_wrong_sha256_is_refused_and_nothing_is_cached(
+    trained_model: TrainedModel, served: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "endpoints"
+    runtime = LocalEndpointRuntime(root, trained_model.store)
+    bad = "0" * 64
+    with pytest.raises(ConflictError):
+        runtime.deploy(_deployment(served, "ep-bad", sha256=bad))
+    assert runtime.status("ep-bad") == "NotFound"
+    with pytest.raises(NotFoundError):
+        runtime.invoke("ep-bad", served["body"], JSON)
+    with pytest.raises(NotFoundError):
+        LocalEndpointRuntime(root, trained_model.store).invoke("ep-bad", served["body"], JSON)
+    models = root / "models"
+    leftovers = sorted(p.name for p in models.iterdir()) if models.exists() else []
+    assert leftovers == []
+
+
+def test_wrong_sha256_keeps_the_previous_version_serving(
+    trained_model: TrainedModel, served: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "endpoints"
+    runtime = LocalEndpointRuntime(root, trained_model.store)
+    runtime.deploy(_deployment(served))
+    with pytest.raises(ConflictError):
+        runtime.deploy(_deployment(served, version=2, sha256="f" * 64))
+    assert _predictions(runtime.invoke("ep-local", served["body"], JSON)) == served["expected"]
+    restarted = LocalEndpointRuntime(root, trained_model.store)
+    assert _predictions(restarted.invoke("ep-local", served["body"], JSON)) == served["expected"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == [served["sha"]]
+
+
+def test_invoke_unknown_endpoint(trained_model: TrainedModel, served: Any, tmp_path: Path) -> None:
+    runtime = LocalEndpointRuntime(tmp_path / "endpoints", trained_model.store)
+    with pytest.raises(NotFoundError):
+        runtime.invoke("never-deployed", served["body"], JSON)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        ({"dataframe_split": {"columns": ["x1", "x2"], "data": [[1.0, 2.0]]}}, JSON, "colour"),
+        (
+            {"dataframe_split": {"columns": FEATURES, "data": [["one", 2.0, "red"]]}},
+            JSON,
+            "x1",
+        ),
+        ({"dataframe_split": {"columns": FEATURES, "data": []}}, JSON, "no rows"),
+        ({"unknown_format": []}, JSON, "dataframe_split"),
+        ("x1,x2,colour\n1,2,red\n", "text/plain", "content type"),
+        ("{not json", JSON, "JSON"),
+    ],
+)
+def test_bad_request_bodies_raise_model_input_error(
+    trained_model: TrainedModel,
+    served: Any,
+    tmp_path: Path,
+    body: Any,
+    content_type: str,
+    message: str,
+) -> None:
+    runtime = LocalEndpointRuntime(tmp_path / "endpoints", trained_model.store)
+    runtime.deploy(_deployment(served))
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    with pytest.raises(ModelInputError, match=re.escape(message)):
+        runtime.invoke("ep-local", raw, content_type)
+
+
+def test_two_endpoints_of_one_model_and_delete(
+    trained_model: TrainedModel, served: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "endpoints"
+    runtime = LocalEndpointRuntime(root, trained_model.store)
+    runtime.deploy(_deployment(served, "ep-a"))
+    runtime.deploy(_deployment(served, "ep-b"))
+    runtime.delete("ep-a")
+    assert runtime.status("ep-a") == "NotFound"
+    with pytest.raises(NotFoundError):
+        runtime.invoke("ep-a", served["body"], JSON)
+    with pytest.raises(NotFoundError):
+        LocalEndpointRuntime(root, trained_model.store).invoke("ep-a", served["body"], JSON)
+    assert _predictions(runtime.invoke("ep-b", served["body"], JSON)) == served["expected"]
+
+
+# ---------------------------------------------------------------- SageMaker runtime (moto)
+
+ROLE = "arn:aws:iam::123456789012:role/contract-sagemaker"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+
+class SageMakerWithUpdate:
+    """The moto client, plus UpdateEndpoint, which moto 5.2.5 does not implement: recorded,
+    then applied with public calls (delete + create under the same name) so describe_endpoint
+    shows the new config as it would on AWS."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.updates: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_endpoint(self, *, EndpointName: str, EndpointConfigName: str) -> dict[str, Any]:  # noqa: N803
+        self._client.describe_endpoint(EndpointName=EndpointName)  # must exist, as on AWS
+        self._client.describe_endpoint_config(EndpointConfigName=EndpointConfigName)
+        self.updates.append((EndpointName, EndpointConfigName))
+        self._client.delete_endpoint(EndpointName=EndpointName)
+        self._client.create_endpoint(
+            EndpointName=EndpointName, EndpointConfigName=EndpointConfigName
+        )
+        return {}
+
+
+@pytest.fixture
+def sm_endpoints(s3_client: Any) -> SageMakerEndpointRuntime:
+    store = S3ObjectStore(BUCKET, s3_client)
+    store.put_bytes("runs/r1/model/model.tar.gz", b"v1")
+    store.put_bytes("runs/r2/model/model.tar.gz", b"v2")
+    return SageMakerEndpointRuntime(
+        SageMakerWithUpdate(aws_client("sagemaker")),
+        aws_client("sagemaker-runtime"),
+        store,
+        role_arn=ROLE,
+        image_uri=IMAGE,
+        instance_type="ml.t2.medium",
+    )
+
+
+def _sm_deployment(version: int) -> Deployment:
+    return Deployment(
+        endpoint="iris-prod",
+        model="iris_rf",  # "_" is not allowed in SageMaker names
+        version=version,
+        artefact_key=f"runs/r{version}/model/model.tar.gz",
+        sha256="a" * 64,
+    )
+
+
+def test_sagemaker_deploy_creates_model_config_and_endpoint(
+    sm_endpoints: SageMakerEndpointRuntime,
+) -> None:
+    sm = sm_endpoints.sm
+    assert sm_endpoints.status("iris-prod") == "NotFound"
+    sm_endpoints.deploy(_sm_deployment(1))
+
+    models = [m["ModelName"] for m in sm.list_models()["Models"]]
+    assert len(models) == 1
+    assert re.fullmatch(r"[a-zA-Z0-9-]{1,63}", models[0])
+    model = sm.describe_model(ModelName=models[0])
+    assert model["ExecutionRoleArn"] == ROLE
+    container = model["PrimaryContainer"]
+    assert container["Image"] == IMAGE
+    assert container["ModelDataUrl"] == sm_endpoints.store.uri("runs/r1/model/model.tar.gz")
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+
+    endpoint = sm.describe_endpoint(EndpointName="iris-prod")
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    (variant,) = config["ProductionVariants"]
+    assert variant["ModelName"] == models[0]
+    assert variant["InstanceType"] == "ml.t2.medium"
+    assert sm_endpoints.status("iris-prod") in {"Creating", "InService"}
+    assert sm.updates == []
+
+
+def test_sagemaker_second_version_updates_the_endpoint(
+    sm_endpoints: SageMakerEndpointRuntime,
+) -> None:
+    sm = sm_endpoints.sm
+    sm_endpoints.deploy(_sm_deployment(1))
+    first = sm.describe_endpoint(EndpointName="iris-prod")["EndpointConfigName"]
+    sm_endpoints.deploy(_sm_deployment(2))
+    second = sm.describe_endpoint(EndpointName="iris-prod")["EndpointConfigName"]
+    assert second != first
+    assert sm.updates == [("iris-prod", second)]
+    (variant,) = sm.describe_endpoint_config(EndpointConfigName=second)["ProductionVariants"]
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == sm_endpoints.store.uri(
+        "runs/r2/model/model.tar.gz"
+    )
+    assert len(sm.list_models()["Models"]) == 2  # v1 stays for a rollback
+
+
+def test_sagemaker_redeploy_tolerates_existing_model_and_config(
+    sm_endpoints: SageMakerEndpointRuntime,
+) -> None:
+    """A retried deploy: AWS refuses to re-create the model and config; that is not an error.
+    moto accepts duplicates silently, so AWS's answers are stubbed in."""
+    deployment = _sm_deployment(2)
+    model_name = sagemaker_name(deployment.model, f"v{deployment.version}")
+    config_name = sagemaker_name(deployment.endpoint, model_name)
+    arn = "arn:aws:sagemaker:us-east-1:123456789012"
+    now = datetime.now(UTC)
+    client = sm_endpoints.sm._client
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "create_model",
+            service_error_code="ValidationException",
+            service_message=f'Cannot create already existing model "{arn}:model/{model_name}".',
+        )
+        stub.add_client_error(
+            "create_endpoint_config",
+            service_error_code="ValidationException",
+            service_message=(
+                "Cannot create already existing endpoint configuration "
+                f'"{arn}:endpoint-config/{config_name}".'
+            ),
+        )
+        stub.add_response(
+            "describe_endpoint",
+            {
+                "EndpointName": "iris-prod",
+                "EndpointArn": f"{arn}:endpoint/iris-prod",
+                "EndpointConfigName": config_name,
+                "EndpointStatus": "InService",
+                "CreationTime": now,
+                "LastModifiedTime": now,
+            },
+            {"EndpointName": "iris-prod"},
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": f"{arn}:endpoint/iris-prod"},
+            {"EndpointName": "iris-prod", "EndpointConfigName": config_name},
+        )
+        sm_endpoints.sm = client  # the stubbed client itself (no moto UpdateEndpoint shim)
+        sm_endpoints.deploy(deployment)
+        stub.assert_no_pending_responses()
+
+
+def test_sagemaker_deploy_propagates_other_errors(sm_endpoints: SageMakerEndpointRuntime) -> None:
+    client = sm_endpoints.sm._client
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "create_model",
+            service_error_code="ValidationException",
+            service_message="Could not access model data at s3://x/model.tar.gz.",
+        )
+        sm_endpoints.sm = client
+        with pytest.raises(ClientError, match="Could not access model data"):
+            sm_endpoints.deploy(_sm_deployment(1))
+
+
+def test_sagemaker_status_invoke_delete(sm_endpoints: SageMakerEndpointRuntime) -> None:
+    assert sm_endpoints.status("never-deployed") == "NotFound"
+    sm_endpoints.deploy(_sm_deployment(1))
+    body = json.dumps({"dataframe_split": {"columns": FEATURES, "data": [[1.0, 2.0, "red"]]}})
+    # moto's sagemaker-runtime answers every invocation with a canned body (it runs no
+    # model), so only the type is checked here; the local suite checks real predictions.
+    assert isinstance(sm_endpoints.invoke("iris-prod", body.encode(), JSON), bytes)
+    sm_endpoints.delete("iris-prod")
+    assert sm_endpoints.status("iris-prod") == "NotFound"
+
+
+def test_sagemaker_names_are_valid_and_distinct() -> None:
+    names = {
+        sagemaker_name("iris", "v1"),
+        sagemaker_name("iris_rf", "v1"),
+        sagemaker_name("iris-rf", "v1"),
+        sagemaker_name("m" * 80, "v1"),
+        sagemaker_name("m" * 80, "v2"),
+    }
+    assert len(names) == 5
+    assert all(re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})", n) for n in names)
+    assert sagemaker_name("iris", "v1") == "iris-v1"  # already valid: unchanged
+    assert sagemaker_name("iris_rf", "v1") == sagemaker_name("iris_rf", "v1")  # stable
