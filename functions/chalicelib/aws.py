@@ -15,12 +15,16 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeou
 
 @cache
 def client(service: str) -> Any:
-    """A boto3 client for ``service`` honouring AWS_ENDPOINT_URL (LocalStack, embedded stack)."""
+    """A boto3 client for ``service``.
+
+    The endpoint is left to botocore, which reads ``AWS_ENDPOINT_URL`` and the per-service
+    ``AWS_ENDPOINT_URL_<SERVICE>`` (LocalStack for some services, AWS for others); passing
+    ``endpoint_url`` here would override the per-service ones.
+    """
     settings = get_settings()
     return boto3.session.Session().client(
         service,  # type: ignore[call-overload]
         region_name=settings.region,
-        endpoint_url=settings.aws_endpoint_url,
         config=_CONFIG,
     )
 

@@ -81,5 +81,9 @@ def ports() -> Ports:
 
 
 def reset_ports() -> None:
+    """Forget the wired ports (tests, stack restarts); the local job launcher is stopped."""
     global _ports
-    _ports = None
+    with _lock:
+        if _ports is not None and isinstance(_ports.jobs, LocalJobRunner):
+            _ports.jobs.close()
+        _ports = None

@@ -20,8 +20,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".mlpipe")
 
     region: str = Field(default="us-east-1", validation_alias="AWS_DEFAULT_REGION")
-    # Honoured by every boto3 client we create (LocalStack, the embedded moto server, ...).
-    aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    # AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> are read by botocore itself (see aws.py).
 
     # aws profile resources (created by iac/template.yaml; names passed to the functions).
     bucket: str = "mlpipe-artifacts"
@@ -29,7 +28,7 @@ class Settings(BaseSettings):
     state_machine_arn: str = "arn:aws:states:us-east-1:123456789012:stateMachine:mlpipe-pipeline"
     sagemaker_role_arn: str = "arn:aws:iam::123456789012:role/mlpipe-sagemaker"
     sklearn_image_uri: str = (
-        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py3"
     )
     training_instance_type: str = "ml.m5.large"
     endpoint_instance_type: str = "ml.t2.medium"

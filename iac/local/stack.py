@@ -46,8 +46,11 @@ class LocalStack:
     state_machine_arn: str
 
     def stop(self) -> None:
+        from chalicelib.runtime import reset_ports
+
         lambda_plug.uninstall()
         self.server.stop()
+        reset_ports()  # also stops the warm job launcher
 
 
 def _reset_process_caches() -> None:

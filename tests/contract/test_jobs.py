@@ -22,6 +22,7 @@ from botocore.stub import Stubber
 from sklearn.metrics import accuracy_score, f1_score
 
 from chalicelib.errors import NotFoundError
+from chalicelib.ports.job_launcher import SpawnLauncher
 from chalicelib.ports.jobs import (
     JobKind,
     JobRunner,
@@ -353,7 +354,7 @@ def runner_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runn
         store.put_bytes(TRAIN_KEY, to_parquet(_tiny_frame()))
         store.put_bytes(TEST_KEY, to_parquet(_tiny_frame()))
         python, gate, runs = _gated_python(tmp_path)
-        runner = LocalJobRunner(tmp_path / "jobs", store, python=str(python))
+        runner = LocalJobRunner(tmp_path / "jobs", store, SpawnLauncher(str(python)))
 
         def local_runs(name: str) -> int:
             if not runs.exists():
