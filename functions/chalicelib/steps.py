@@ -189,12 +189,15 @@ def code_version(ports: Ports) -> str:
 
 
 def _read_metadata(archive: Path) -> dict[str, Any]:
-    # Read the JSON beside the model without unpickling anything.
-    with tarfile.open(archive, "r:gz") as tar:
-        member = tar.extractfile("metadata.json")
-        if member is None:
-            raise StepError("the model archive has no metadata.json")
-        return dict(json.loads(member.read()))
+    """The JSON beside the model, read without unpickling anything. Streamed: the runner
+    packs members in name order, so this stops before decompressing model.joblib."""
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            if member.name == "metadata.json":
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    return dict(json.loads(fh.read()))
+    raise StepError("the model archive has no metadata.json")
 
 
 def register(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
