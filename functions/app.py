@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chalice import Chalice, Response
+from chalice import Chalice, IAMAuthorizer, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import catalog, datasets, deployment, openapi, pipelines, registry, runs, steps
@@ -32,6 +32,11 @@ app.log.setLevel(logging.INFO)
 log = logging.getLogger("mlpipe.api")
 
 M = TypeVar("M", bound=BaseModel)
+
+# On AWS every route but /health and /openapi.json needs a SigV4-signed caller allowed
+# execute-api:Invoke (these routes start SageMaker work that bills by the hour). Chalice's
+# local server admits all requests; it listens on loopback only.
+iam = IAMAuthorizer()
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -108,7 +113,7 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document()
 
 
-@app.route("/algorithms", methods=["GET"])
+@app.route("/algorithms", methods=["GET"], authorizer=iam)
 @api
 def algorithms() -> dict[str, Any]:
     return {"algorithms": catalog.describe()}
@@ -117,25 +122,25 @@ def algorithms() -> dict[str, Any]:
 # --- datasets -----------------------------------------------------------------------------
 
 
-@app.route("/datasets", methods=["POST"])
+@app.route("/datasets", methods=["POST"], authorizer=iam)
 @api
 def create_dataset() -> Response:
     return Response(datasets.create(ports(), body(DatasetCreate)), status_code=201)
 
 
-@app.route("/datasets", methods=["GET"])
+@app.route("/datasets", methods=["GET"], authorizer=iam)
 @api
 def list_datasets() -> dict[str, Any]:
     return {"datasets": datasets.list_all(ports())}
 
 
-@app.route("/datasets/{name}", methods=["GET"])
+@app.route("/datasets/{name}", methods=["GET"], authorizer=iam)
 @api
 def get_dataset(name: str) -> dict[str, Any]:
     return datasets.describe(ports(), name_param(name, "dataset name"))
 
 
-@app.route("/datasets/{name}/versions/{version}", methods=["GET"])
+@app.route("/datasets/{name}/versions/{version}", methods=["GET"], authorizer=iam)
 @api
 def get_dataset_version(name: str, version: str) -> dict[str, Any]:
     record = datasets.get_version(
@@ -147,44 +152,44 @@ def get_dataset_version(name: str, version: str) -> dict[str, Any]:
 # --- pipelines and runs -------------------------------------------------------------------
 
 
-@app.route("/pipelines", methods=["POST"])
+@app.route("/pipelines", methods=["POST"], authorizer=iam)
 @api
 def create_pipeline() -> Response:
     return Response(pipelines.create(ports(), body(PipelineCreate)), status_code=201)
 
 
-@app.route("/pipelines", methods=["GET"])
+@app.route("/pipelines", methods=["GET"], authorizer=iam)
 @api
 def list_pipelines() -> dict[str, Any]:
     return {"pipelines": pipelines.list_all(ports())}
 
 
-@app.route("/pipelines/{name}", methods=["GET"])
+@app.route("/pipelines/{name}", methods=["GET"], authorizer=iam)
 @api
 def get_pipeline(name: str) -> dict[str, Any]:
     return pipelines.get(ports(), name_param(name, "pipeline name"))
 
 
-@app.route("/pipelines/{name}/runs", methods=["POST"])
+@app.route("/pipelines/{name}/runs", methods=["POST"], authorizer=iam)
 @api
 def start_run(name: str) -> Response:
     started = runs.start(ports(), name_param(name, "pipeline name"), body(RunCreate))
     return Response(started, status_code=202, headers={"Location": f"/runs/{started['run_id']}"})
 
 
-@app.route("/pipelines/{name}/runs", methods=["GET"])
+@app.route("/pipelines/{name}/runs", methods=["GET"], authorizer=iam)
 @api
 def list_runs(name: str) -> dict[str, Any]:
     return {"runs": runs.list_for_pipeline(ports(), name_param(name, "pipeline name"))}
 
 
-@app.route("/runs/{run_id}", methods=["GET"])
+@app.route("/runs/{run_id}", methods=["GET"], authorizer=iam)
 @api
 def get_run(run_id: str) -> dict[str, Any]:
     return runs.get(ports(), name_param(run_id, "run id"))
 
 
-@app.route("/runs/{run_id}/events", methods=["GET"])
+@app.route("/runs/{run_id}/events", methods=["GET"], authorizer=iam)
 @api
 def get_run_events(run_id: str) -> dict[str, Any]:
     return {"events": runs.events(ports(), name_param(run_id, "run id"))}
@@ -193,25 +198,25 @@ def get_run_events(run_id: str) -> dict[str, Any]:
 # --- models -------------------------------------------------------------------------------
 
 
-@app.route("/models", methods=["GET"])
+@app.route("/models", methods=["GET"], authorizer=iam)
 @api
 def list_models() -> dict[str, Any]:
     return {"models": registry.list_models(ports())}
 
 
-@app.route("/models/{name}", methods=["GET"])
+@app.route("/models/{name}", methods=["GET"], authorizer=iam)
 @api
 def get_model(name: str) -> dict[str, Any]:
     return registry.get_model(ports(), name_param(name, "model name"))
 
 
-@app.route("/models/{name}/versions", methods=["GET"])
+@app.route("/models/{name}/versions", methods=["GET"], authorizer=iam)
 @api
 def list_model_versions(name: str) -> dict[str, Any]:
     return {"versions": registry.list_versions(ports(), name_param(name, "model name"))}
 
 
-@app.route("/models/{name}/versions/{version}", methods=["GET"])
+@app.route("/models/{name}/versions/{version}", methods=["GET"], authorizer=iam)
 @api
 def get_model_version(name: str, version: str) -> dict[str, Any]:
     record = registry.get_version(
@@ -220,7 +225,7 @@ def get_model_version(name: str, version: str) -> dict[str, Any]:
     return registry.public(record)
 
 
-@app.route("/models/{name}/aliases/{alias}", methods=["PUT"])
+@app.route("/models/{name}/aliases/{alias}", methods=["PUT"], authorizer=iam)
 @api
 def set_model_alias(name: str, alias: str) -> dict[str, Any]:
     req = body(AliasSet)
@@ -232,25 +237,25 @@ def set_model_alias(name: str, alias: str) -> dict[str, Any]:
 # --- endpoints ----------------------------------------------------------------------------
 
 
-@app.route("/endpoints", methods=["POST"])
+@app.route("/endpoints", methods=["POST"], authorizer=iam)
 @api
 def create_endpoint() -> Response:
     return Response(deployment.create(ports(), body(EndpointCreate)), status_code=201)
 
 
-@app.route("/endpoints", methods=["GET"])
+@app.route("/endpoints", methods=["GET"], authorizer=iam)
 @api
 def list_endpoints() -> dict[str, Any]:
     return {"endpoints": deployment.list_all(ports())}
 
 
-@app.route("/endpoints/{name}", methods=["GET"])
+@app.route("/endpoints/{name}", methods=["GET"], authorizer=iam)
 @api
 def get_endpoint(name: str) -> dict[str, Any]:
     return deployment.get(ports(), name_param(name, "endpoint name"))
 
 
-@app.route("/endpoints/{name}/rollback", methods=["POST"])
+@app.route("/endpoints/{name}/rollback", methods=["POST"], authorizer=iam)
 @api
 def rollback_endpoint(name: str) -> dict[str, Any]:
     return deployment.rollback(ports(), name_param(name, "endpoint name"))
@@ -260,6 +265,7 @@ def rollback_endpoint(name: str) -> dict[str, Any]:
     "/endpoints/{name}/invocations",
     methods=["POST"],
     content_types=["application/json", "text/csv"],
+    authorizer=iam,
 )
 @api
 def invoke_endpoint(name: str) -> dict[str, Any]:

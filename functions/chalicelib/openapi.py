@@ -121,6 +121,8 @@ def document() -> dict[str, Any]:
                 "404": _error_response("Not found"),
             },
         }
+        if path not in ("/health", "/openapi.json"):
+            op["security"] = [{"sigv4": []}]
         params = _path_params(path)
         if params:
             op["parameters"] = params
@@ -155,5 +157,16 @@ def document() -> dict[str, Any]:
             '{"Code", "Message"} with a 4xx status for the caller\'s mistakes.',
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "sigv4": {
+                    "type": "apiKey",
+                    "name": "Authorization",
+                    "in": "header",
+                    "description": "On AWS: AWS Signature Version 4 (IAM). Not checked by "
+                    "the local server, which listens on loopback.",
+                }
+            },
+        },
     }

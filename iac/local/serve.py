@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from types import FrameType
 
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("MLPIPE_DATA_DIR", Path.cwd() / ".mlpipe")),
     )
     args = parser.parse_args(argv)
+    # Locally there is no API Gateway to check SigV4; Chalice warns on every request.
+    warnings.filterwarnings("ignore", message=".*is not a supported in local mode.*")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     local = stack.start(args.data_dir)
     server = build_server(args.host, args.port)
