@@ -16,7 +16,7 @@ from chalice import Chalice, IAMAuthorizer, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import catalog, datasets, deployment, openapi, pipelines, registry, runs, steps
-from chalicelib.errors import BadRequestError, MLPipeError
+from chalicelib.errors import BadRequestError, MLPipeError, TransientError
 from chalicelib.names import check_name
 from chalicelib.runtime import ports
 from chalicelib.schemas import (
@@ -282,62 +282,94 @@ def invoke_endpoint(name: str) -> dict[str, Any]:
 
 # --- state machine steps (Lambda functions; see stepfunctions/pipeline.asl.json) ----------
 
+StepFn = TypeVar("StepFn", bound=Callable[..., dict[str, Any]])
+
+
+def step(fn: StepFn) -> StepFn:
+    """Raise what the state machine's Retry matches (TransientError) for passing trouble;
+    everything else propagates and its class name is the error the Catch records."""
+
+    @functools.wraps(fn)
+    def wrapper(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            return fn(event, context)
+        except MLPipeError:
+            raise
+        except Exception as exc:
+            if steps.transient(exc):
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
 
 @app.lambda_function(name="ingest")
+@step
 def ingest(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.ingest(ports(), event)
 
 
 @app.lambda_function(name="validate")
+@step
 def validate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.validate(ports(), event)
 
 
 @app.lambda_function(name="split")
+@step
 def split(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.split_data(ports(), event)
 
 
 @app.lambda_function(name="start_training")
+@step
 def start_training(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.start_training(ports(), event)
 
 
 @app.lambda_function(name="check_training")
+@step
 def check_training(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.check_job(ports(), event, "train", "train_job")
 
 
 @app.lambda_function(name="start_evaluation")
+@step
 def start_evaluation(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.start_evaluation(ports(), event)
 
 
 @app.lambda_function(name="check_evaluation")
+@step
 def check_evaluation(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.check_job(ports(), event, "evaluate", "eval_job")
 
 
 @app.lambda_function(name="quality_gate")
+@step
 def quality_gate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.quality_gate(ports(), event)
 
 
 @app.lambda_function(name="register")
+@step
 def register(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.register(ports(), event)
 
 
 @app.lambda_function(name="deploy")
+@step
 def deploy(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.deploy(ports(), event)
 
 
 @app.lambda_function(name="finish")
+@step
 def finish(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.finish(ports(), event)
 
 
 @app.lambda_function(name="fail_run")
+@step
 def fail_run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps.fail_run(ports(), event)

@@ -23,6 +23,32 @@ from chalicelib.preprocessing import clean, split
 from chalicelib.runtime import Ports
 from chalicelib.schemas import LOWER_IS_BETTER, PipelineCreate
 
+# Errors whose messages we wrote for users; anything else is a bug whose details stay in logs.
+USER_FACING_ERRORS = frozenset(
+    {
+        "StepError", "QualityGateFailed", "ConflictError", "NotFoundError", "BadRequestError",
+        "PayloadTooLargeError", "TransientError", "States.Timeout",
+    }
+)  # fmt: skip
+
+
+def transient(exc: Exception) -> bool:
+    """Worth a retry by the state machine: throttling, timeouts, a busy SQLite file."""
+    import sqlite3
+
+    from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+
+    if isinstance(exc, ConnectionError | ReadTimeoutError):
+        return True
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        return code in {
+            "Throttling", "ThrottlingException", "TooManyRequestsException",
+            "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+            "ServiceUnavailable", "InternalServerError", "InternalFailure", "SlowDown",
+        }  # fmt: skip
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
 
 def job_name(run_id: str, state: str, attempt: int) -> str:
     """Deterministic: a retried state asks for the same job, which starts it at most once."""
@@ -281,7 +307,7 @@ def fail_run(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     if kind == "QualityGateFailed":
         runs.set_step(ports, event["run_id"], "quality_gate", "RUNNING")
         message = "quality gate failed: " + "; ".join(json.loads(message))
-    elif kind not in ("StepError", "QualityGateFailed", "States.Timeout"):
+    elif kind not in USER_FACING_ERRORS:
         message = f"internal error ({kind}); see the step's logs"
     run = runs.fail(ports, event["run_id"], {"step": None, "type": kind, "message": message})
     return {"status": run["status"], "error": run["error"]}

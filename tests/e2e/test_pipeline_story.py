@@ -254,3 +254,31 @@ def test_run_list_is_newest_first(api: Api, first_run: dict) -> None:
     assert len(listed) >= 2
     assert listed[-1]["run_id"] == first_run["run_id"]
     assert json.dumps(listed)  # plain JSON
+
+
+def test_a_transient_failure_is_retried_by_the_state_machine(
+    api: Api, first_run: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from chalicelib import steps
+
+    calls = {"n": 0}
+    real_split = steps.split_data
+
+    def flaky_split(ports: object, event: dict) -> dict:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real_split(ports, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steps, "split_data", flaky_split)
+    run = api.wait_run(api.ok("POST", "/pipelines/houses-lr/runs")["run_id"])
+    assert run["status"] == "SUCCEEDED", run["error"]
+    assert calls["n"] == 2
+    events = api.ok("GET", f"/runs/{run['run_id']}/events")["events"]
+    failed = [e for e in events if e["type"] == "LambdaFunctionFailed"]
+    assert (
+        len(failed) == 1
+        and failed[0]["lambdaFunctionFailedEventDetails"]["error"] == "TransientError"
+    )
