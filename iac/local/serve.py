@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     # Locally there is no API Gateway to check SigV4; Chalice warns on every request.
     warnings.filterwarnings("ignore", message=".*is not a supported in local mode.*")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     local = stack.start(args.data_dir)
     server = build_server(args.host, args.port)
 

@@ -24,8 +24,37 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Loca
     running.stop()
 
 
-class Api:
-    """The user's side of the REST contract, over chalice.test.Client."""
+class UserSide:
+    """The user's side of the REST contract; subclasses say how a request travels."""
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | str | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        status, data = self.call(method, path, body, **kw)
+        assert status < 300, (status, data)
+        return data
+
+    def wait_run(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.ok("GET", f"/runs/{run_id}")
+            if run["status"] != "RUNNING":
+                return dict(run)
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} still RUNNING after {timeout}s: {run}")
+
+
+class Api(UserSide):
+    """In-process, through chalice.test.Client."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -44,20 +73,6 @@ class Api:
             path, body=payload, headers={"Content-Type": content_type}
         )
         return resp.status_code, json.loads(resp.body) if resp.body else None
-
-    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-        status, data = self.call(method, path, body, **kw)
-        assert status < 300, (status, data)
-        return data
-
-    def wait_run(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.ok("GET", f"/runs/{run_id}")
-            if run["status"] != "RUNNING":
-                return dict(run)
-            time.sleep(0.1)
-        raise AssertionError(f"run {run_id} still RUNNING after {timeout}s: {run}")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import classification_csv
+from tests.e2e.conftest import UserSide, classification_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
+class Server(UserSide):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -47,7 +47,7 @@ class Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if self.request("GET", "/health")[0] == 200:
+                if self.call("GET", "/health")[0] == 200:
                     return
             except OSError:
                 time.sleep(0.1)
@@ -58,15 +58,19 @@ class Server:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=30)
 
-    def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | str | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, Any]:
-        data = None
-        if body is not None:
-            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        req = urllib.request.Request(
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        req = urllib.request.Request(  # real HTTP, to the served app on loopback
             f"http://127.0.0.1:{self.port}{path}",
-            data=data,
+            data=data.encode() if isinstance(data, str) else data,
             method=method,
             headers={"Content-Type": content_type},
         )
@@ -75,20 +79,6 @@ class Server:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
-
-    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-        status, data = self.request(method, path, body, **kw)
-        assert status < 300, (status, data)
-        return data
-
-    def wait_run(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.ok("GET", f"/runs/{run_id}")
-            if run["status"] != "RUNNING":
-                return dict(run)
-            time.sleep(0.2)
-        raise AssertionError(f"run {run_id} still RUNNING")
 
 
 @pytest.fixture
@@ -127,7 +117,10 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     assert run["status"] == "SUCCEEDED", run["error"]
     before = server.ok("POST", "/endpoints/iris2/invocations", {"dataframe_records": [ROW]})
     csv = "petal/len,sepal width,colour,count\n1.2,-0.3,red,1\n"
-    assert server.ok("POST", "/endpoints/iris2/invocations", csv, content_type="text/csv") == before
+    assert (
+        server.ok("POST", "/endpoints/iris2/invocations", raw=csv, content_type="text/csv")
+        == before
+    )
 
     # Start a second run and kill the process while it is in flight.
     in_flight = server.ok("POST", "/pipelines/iris2-hgb/runs")["run_id"]
