@@ -20,6 +20,9 @@ the data, e.g. r2 on one row, is null).
 On failure the reason is printed to stderr and written to ``$SM_OUTPUT_DIR/failure`` when
 SM_OUTPUT_DIR is set (local runner), else to /opt/ml/output/message inside a SageMaker
 processing container (shown as ExitMessage); the exit code is non-zero.
+
+Like train.py, it imports its shared helpers from the sibling module jobkit.py, which must sit
+next to it.
 """
 
 from __future__ import annotations
@@ -27,14 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tarfile
 import tempfile
-import traceback
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import Any
 
 import joblib
 import numpy as np
@@ -50,24 +51,16 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+import jobkit
+from jobkit import JobError
+
 CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 METRICS_BY_TASK = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
-_MAX_FAILURE_CHARS = 1000
-
-
-class JobError(Exception):
-    """A failure whose message is meant for the user."""
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse would print usage and exit(2) without ever writing the failure file.
-    def error(self, message: str) -> NoReturn:
-        raise JobError(f"Invalid arguments: {message}.")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = jobkit.JobArgumentParser(
         description="Evaluate a trained model on parquet test data.", allow_abbrev=False
     )
     parser.add_argument("--model-dir", default="/opt/ml/processing/model")
@@ -113,66 +106,6 @@ def locate_model(model_dir: Path, scratch: Path) -> Path:
     if not (scratch / "model.joblib").is_file() or not (scratch / "metadata.json").is_file():
         raise JobError("model.tar.gz does not contain model.joblib and metadata.json at its root.")
     return scratch
-
-
-def _read_parquet_dir(directory: Path) -> pd.DataFrame:
-    if not directory.is_dir():
-        raise JobError(f"Test data directory {str(directory)!r} does not exist.")
-    files = sorted(p for p in directory.rglob("*.parquet") if p.is_file())
-    if not files:
-        raise JobError(f"No *.parquet files found in {str(directory)!r}.")
-    frames = []
-    for path in files:
-        try:
-            frames.append(pd.read_parquet(path))
-        except Exception as exc:
-            raise JobError(f"Could not read parquet file {path.name!r}: {exc}") from exc
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-
-def coerce_features(frame: pd.DataFrame, signature: list[dict[str, str]]) -> pd.DataFrame:
-    """Same representation as train.py fits on: float64 numbers/booleans, text categories."""
-    missing = [f["name"] for f in signature if f["name"] not in frame.columns]
-    if missing:
-        raise JobError(f"Test data is missing feature column(s): {', '.join(map(repr, missing))}.")
-    columns: dict[str, Any] = {}
-    for field in signature:
-        name, kind = field["name"], field["type"]
-        series = frame[name]
-        if kind == "string":
-            as_object = series.astype(object)
-            absent = as_object.isna().to_numpy()
-            values = np.array([str(value) for value in as_object], dtype=object)
-            values[absent] = np.nan
-            columns[name] = values
-        else:
-            try:
-                columns[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
-            except (TypeError, ValueError) as exc:
-                raise JobError(f"Column {name!r} ({kind}) has a non-numeric value: {exc}") from exc
-    return pd.DataFrame(columns, index=frame.index, columns=[f["name"] for f in signature])
-
-
-def normalize_labels(labels: pd.Series) -> np.ndarray:
-    """Same label normalisation as train.py, so test labels compare equal to the classes."""
-    dtype = labels.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return labels.to_numpy(dtype=bool)
-    if pd.api.types.is_integer_dtype(dtype):
-        return labels.to_numpy(dtype=np.int64)
-    if pd.api.types.is_float_dtype(dtype):
-        values = labels.to_numpy(dtype=np.float64)
-        if np.all(np.mod(values, 1) == 0):
-            return values.astype(np.int64)
-        return values
-    values = labels.astype(object).to_numpy()
-    if len({type(value) for value in values}) > 1:
-        return np.array([str(value) for value in values], dtype=object)
-    return values
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]:
@@ -258,27 +191,25 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     signature: list[dict[str, str]] = metadata["signature"]["inputs"]
     names = choose_metrics(args.metrics, task, pipeline)
 
-    data = _read_parquet_dir(Path(args.test_dir))
+    data = jobkit.read_parquet_dir(Path(args.test_dir), label="Test data")
     if target not in data.columns:
         raise JobError(f"Test data has no target column {target!r}.")
     data = data[data[target].notna()]
     if data.empty:
         raise JobError(f"No test rows: every value of target {target!r} is missing.")
-    features = coerce_features(data, signature)
+    missing = [f["name"] for f in signature if f["name"] not in data.columns]
+    if missing:
+        raise JobError(f"Test data is missing feature column(s): {', '.join(map(repr, missing))}.")
+    features = jobkit.coerce_features(data, signature)
 
+    y_true = jobkit.target_values(data, target, task)
     if task == "classification":
-        y_true = normalize_labels(data[target])
-        classes = {_plain(c) for c in pipeline.classes_}
-        if not any(_plain(label) in classes for label in np.unique(y_true)):
+        classes = {jobkit.json_value(c) for c in pipeline.classes_}
+        if not any(jobkit.json_value(label) in classes for label in np.unique(y_true)):
             raise JobError(
                 f"No test label matches a model class (model classes: "
                 f"{sorted(map(repr, classes))[:10]}); check the target column's type."
             )
-    else:
-        try:
-            y_true = data[target].to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise JobError(f"Regression target {target!r} must be numeric: {exc}") from exc
 
     metrics = compute_metrics(names, task, pipeline, features, y_true)
     report = {"metrics": metrics, "rows": len(features), "task": task}
@@ -290,44 +221,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _write_failure(message: str) -> None:
-    output_dir = os.environ.get("SM_OUTPUT_DIR")
-    if output_dir:
-        path = Path(output_dir) / "failure"
-    elif Path("/opt/ml/processing").is_dir():
-        # Inside a SageMaker processing job this file becomes the job's ExitMessage.
-        path = Path("/opt/ml/output/message")
-    else:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(message, encoding="utf-8")
-    except OSError as exc:
-        print(f"Could not write {path}: {exc}", file=sys.stderr)
-
-
-def _one_paragraph(text: str) -> str:
-    flat = " ".join(text.split())
-    if len(flat) > _MAX_FAILURE_CHARS:
-        flat = flat[: _MAX_FAILURE_CHARS - 3] + "..."
-    return flat
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         report = evaluate(args)
-    except JobError as exc:
-        message = _one_paragraph(f"Evaluation failed: {exc}")
     except Exception as exc:
-        traceback.print_exc()
-        message = _one_paragraph(f"Evaluation failed: {type(exc).__name__}: {exc}")
-    else:
-        print(json.dumps(report), flush=True)
-        return 0
-    print(message, file=sys.stderr, flush=True)
-    _write_failure(message)
-    return 1
+        return jobkit.report_failure(exc, "Evaluation failed", "processing")
+    print(json.dumps(report), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

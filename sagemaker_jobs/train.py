@@ -18,8 +18,9 @@ Environment:
                       (SageMaker shows it as FailureReason); default /opt/ml/output
     SM_HPS            optional; set by the SageMaker training toolkit (see _estimator_kwargs)
 
-The script is uploaded on its own (inference.py must sit next to it), so it imports only the
-standard library, numpy, pandas, pyarrow (through pandas), scikit-learn and joblib.
+The script runs from a copy of the sagemaker_jobs directory (jobkit.py and inference.py must
+sit next to it), so it imports only the standard library, numpy, pandas, pyarrow (through
+pandas), scikit-learn, joblib and its sibling module jobkit.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import json
 import os
 import shutil
 import sys
-import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import joblib
 import numpy as np
@@ -49,6 +49,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import jobkit
+from jobkit import JobError
 
 FORMAT_VERSION = 1
 TASKS = ("classification", "regression")
@@ -67,23 +70,11 @@ ALGORITHMS: dict[str, dict[str, type[Any]]] = {
     },
 }
 
-# SageMaker truncates FailureReason to 1 KiB; keep ours below that so the end is not cut.
-_MAX_FAILURE_CHARS = 1000
 _OPTIONS = ("--algorithm", "--task", "--target", "--hyperparameters", "--seed")
 
 
-class JobError(Exception):
-    """A failure whose message is meant for the user (written to the failure file)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse would print usage and exit(2) without ever writing the failure file.
-    def error(self, message: str) -> NoReturn:
-        raise JobError(f"Invalid arguments: {message}.")
-
-
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = jobkit.JobArgumentParser(
         description="Train one scikit-learn pipeline (SageMaker script mode).", allow_abbrev=False
     )
     parser.add_argument("--algorithm", required=True, choices=sorted(ALGORITHMS))
@@ -164,23 +155,6 @@ def _target_name(cli_value: str) -> str:
     return cli_value
 
 
-def _read_parquet_dir(directory: Path) -> pd.DataFrame:
-    if not directory.is_dir():
-        raise JobError(f"Training data directory {str(directory)!r} does not exist.")
-    files = sorted(p for p in directory.rglob("*.parquet") if p.is_file())
-    if not files:
-        raise JobError(f"No *.parquet files found in training channel {str(directory)!r}.")
-    frames = []
-    for path in files:
-        try:
-            frames.append(pd.read_parquet(path))
-        except Exception as exc:
-            raise JobError(f"Could not read parquet file {path.name!r}: {exc}") from exc
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames, ignore_index=True)
-
-
 def _object_kind(series: pd.Series) -> str:
     """Classify an object column by the Python types of its non-null values."""
     kinds = {type(value) for value in series.dropna()}
@@ -212,62 +186,6 @@ def column_type(series: pd.Series) -> str:
     if pd.api.types.is_object_dtype(dtype):
         return _object_kind(series)
     return "string"
-
-
-def coerce_features(frame: pd.DataFrame, signature: list[dict[str, str]]) -> pd.DataFrame:
-    """Give every feature the representation the pipeline is fitted on (and served with).
-
-    Numeric and boolean columns become float64 with NaN for missing, because nullable or
-    object-typed booleans/integers (what parquet nulls turn into) break the median imputer.
-    String columns become text with NaN for missing so mixed or categorical values are
-    encoded consistently with what inference.py sends.
-    """
-    columns: dict[str, Any] = {}
-    for field in signature:
-        name, kind = field["name"], field["type"]
-        series = frame[name]
-        if kind == "string":
-            as_object = series.astype(object)
-            missing = as_object.isna().to_numpy()
-            values = np.array([str(value) for value in as_object], dtype=object)
-            values[missing] = np.nan
-            columns[name] = values
-        else:
-            try:
-                columns[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
-            except (TypeError, ValueError) as exc:
-                raise JobError(f"Column {name!r} ({kind}) has a non-numeric value: {exc}") from exc
-    return pd.DataFrame(columns, index=frame.index, columns=[f["name"] for f in signature])
-
-
-def normalize_labels(labels: pd.Series) -> np.ndarray:
-    """Class labels as a plain numpy array that keeps the target's original values.
-
-    Parquet turns an integer column with nulls into float64; once those rows are dropped the
-    labels are integral again and are reported as ints, not 1.0/0.0.
-    """
-    dtype = labels.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return labels.to_numpy(dtype=bool)
-    if pd.api.types.is_integer_dtype(dtype):
-        return labels.to_numpy(dtype=np.int64)
-    if pd.api.types.is_float_dtype(dtype):
-        values = labels.to_numpy(dtype=np.float64)
-        if np.all(np.mod(values, 1) == 0):
-            return values.astype(np.int64)
-        return values
-    values = labels.astype(object).to_numpy()
-    if len({type(value) for value in values}) > 1:
-        # sklearn cannot order e.g. 1 and "a"; text is the only common form.
-        return np.array([str(value) for value in values], dtype=object)
-    return values
-
-
-def json_value(value: Any) -> Any:
-    """A JSON-serializable Python value for a numpy scalar (or the value itself)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def make_estimator(algorithm: str, task: str, hyperparameters: dict[str, Any], seed: int) -> Any:
@@ -337,7 +255,7 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     hyperparameters = _estimator_kwargs(args.hyperparameters)
     estimator = make_estimator(args.algorithm, args.task, hyperparameters, args.seed)
 
-    data = _read_parquet_dir(train_dir)
+    data = jobkit.read_parquet_dir(train_dir, label="Training data", channel="training channel")
     if target not in data.columns:
         available = ", ".join(repr(str(c)) for c in list(data.columns)[:50])
         raise JobError(f"Target column {target!r} not found; columns are: {available}.")
@@ -354,15 +272,9 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     ]
     if not signature:
         raise JobError(f"No usable feature columns besides target {target!r}.")
-    features = coerce_features(data, signature)
+    features = jobkit.coerce_features(data, signature)
 
-    if args.task == "classification":
-        labels = normalize_labels(data[target])
-    else:
-        try:
-            labels = data[target].to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise JobError(f"Regression target {target!r} must be numeric: {exc}") from exc
+    labels = jobkit.target_values(data, target, args.task)
 
     pipeline = build_pipeline(
         signature, estimator, dense=args.algorithm == "hist_gradient_boosting"
@@ -376,7 +288,7 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
 
     classes = None
     if args.task == "classification":
-        classes = [json_value(c) for c in pipeline.classes_]
+        classes = [jobkit.json_value(c) for c in pipeline.classes_]
     metadata = {
         "format_version": FORMAT_VERSION,
         "task": args.task,
@@ -403,22 +315,6 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     return metadata
 
 
-def _write_failure(message: str) -> None:
-    output_dir = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "failure").write_text(message, encoding="utf-8")
-    except OSError as exc:
-        print(f"Could not write failure file in {output_dir}: {exc}", file=sys.stderr)
-
-
-def _one_paragraph(text: str) -> str:
-    flat = " ".join(text.split())
-    if len(flat) > _MAX_FAILURE_CHARS:
-        flat = flat[: _MAX_FAILURE_CHARS - 3] + "..."
-    return flat
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args, unknown = _build_parser().parse_known_args(
@@ -429,17 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         train_dir = Path(os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
         model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
         metadata = train(args, train_dir, model_dir)
-    except JobError as exc:
-        message = _one_paragraph(f"Training failed: {exc}")
     except Exception as exc:
-        traceback.print_exc()
-        message = _one_paragraph(f"Training failed: {type(exc).__name__}: {exc}")
-    else:
-        print(f"Model written to {model_dir} ({metadata['training_rows']} rows)", flush=True)
-        return 0
-    print(message, file=sys.stderr, flush=True)
-    _write_failure(message)
-    return 1
+        return jobkit.report_failure(exc, "Training failed", "training")
+    print(f"Model written to {model_dir} ({metadata['training_rows']} rows)", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -302,6 +303,58 @@ def test_safe_extract_rejects_parent_paths(tmp_path: Path) -> None:
     with pytest.raises(evaluate_module.JobError, match="unsafe path"):
         evaluate_module.safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "escape.txt").exists()
+
+
+# --- what is shipped -----------------------------------------------------------------------
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """The environment without PYTHONPATH or SM_*: only the script's own directory helps."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("SM_")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("train.py", "Training failed: Invalid arguments: the following arguments are required"),
+        ("evaluate.py", "Evaluation failed: Invalid arguments: unrecognized arguments: --bogus."),
+    ],
+)
+def test_scripts_run_from_the_shipped_files(tmp_path: Path, script: str, expected: str) -> None:
+    # deploy.sh ships sagemaker_jobs/*.py flat; the scripts find jobkit.py next to them.
+    code = tmp_path / "code"
+    code.mkdir()
+    for path in JOBS_DIR.glob("*.py"):
+        shutil.copy(path, code)
+    result = subprocess.run(
+        [sys.executable, str(code / script), "--bogus"],
+        env=isolated_env(SM_OUTPUT_DIR=str(tmp_path / "output")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert failure_text(tmp_path).startswith(expected)
+
+
+def test_inference_is_standalone(tmp_path: Path) -> None:
+    # model.tar.gz holds code/inference.py alone: it must not import its siblings.
+    shutil.copy(JOBS_DIR / "inference.py", tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", "import inference"],
+        env=isolated_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # --- inference.py ---------------------------------------------------------------------------
