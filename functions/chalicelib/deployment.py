@@ -46,7 +46,8 @@ def get(ports: Ports, name: str) -> dict[str, Any]:
     rec = ports.metadata.get(tables.ENDPOINTS, name)
     if rec is None:
         raise NotFoundError(f"endpoint {name!r} not found")
-    return _public(rec.item)
+    # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes.
+    return {**_public(rec.item), "status": ports.endpoints.status(name)}
 
 
 def list_all(ports: Ports) -> list[dict[str, Any]]:

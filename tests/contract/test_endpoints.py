@@ -369,3 +369,19 @@ def test_sagemaker_names_are_valid_and_distinct() -> None:
     assert all(re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})", n) for n in names)
     assert sagemaker_name("iris", "v1") == "iris-v1"  # already valid: unchanged
     assert sagemaker_name("iris_rf", "v1") == sagemaker_name("iris_rf", "v1")  # stable
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "raised"),
+    [
+        ("ValidationException", "Endpoint iris-prod of account 1 not found.", ConflictError),
+        ("ModelError", "Received client error (400) from primary: missing column", ModelInputError),
+    ],
+)
+def test_sagemaker_invoke_errors_become_caller_errors(
+    sm_endpoints: SageMakerEndpointRuntime, code: str, message: str, raised: type[Exception]
+) -> None:
+    with Stubber(sm_endpoints.runtime) as stub:
+        stub.add_client_error("invoke_endpoint", service_error_code=code, service_message=message)
+        with pytest.raises(raised):
+            sm_endpoints.invoke("iris-prod", b"{}", JSON)

@@ -237,8 +237,13 @@ class SageMakerEndpointRuntime:
                 Accept="application/json",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ModelError":
+            code = exc.response["Error"]["Code"]
+            if code == "ModelError":
                 raise ModelInputError(exc.response["Error"].get("Message", "")) from None
+            if code == "ValidationException":  # not created yet, or still Creating/Updating
+                raise ConflictError(
+                    f"endpoint {endpoint!r} is not in service yet; check GET /endpoints/{endpoint}"
+                ) from None
             raise
         return bytes(resp["Body"].read())
 
