@@ -169,7 +169,7 @@ def profile(frame: pd.DataFrame) -> dict[str, Any]:
     return {"rows": int(frame.shape[0]), "columns": columns}
 
 
-def _to_parquet(frame: pd.DataFrame) -> bytes:
+def to_parquet(frame: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
@@ -179,7 +179,7 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
     raw = _read_source(ports, req)
     frame = parse_table(raw, req.format)
     stats = profile(frame)
-    data = _to_parquet(frame)
+    data = to_parquet(frame)
     meta = ports.metadata
     for _ in range(5):
         head = meta.get(tables.DATASETS, req.name)

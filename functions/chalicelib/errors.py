@@ -37,6 +37,13 @@ class PayloadTooLargeError(MLPipeError):
     code = "PayloadTooLargeError"
 
 
+class ServiceUnavailableError(MLPipeError):
+    """A dependency (the orchestrator, ...) refused or failed; the caller may retry."""
+
+    status_code = 503
+    code = "ServiceUnavailableError"
+
+
 class StepError(MLPipeError):
     """A pipeline step failed for a reason worth showing the user (bad data, failed job)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import datasets, pipelines, tables
-from chalicelib.errors import ConflictError, MLPipeError, NotFoundError
+from chalicelib.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from chalicelib.ports.metadata import ConditionFailedError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import PipelineCreate, RunCreate
@@ -21,11 +22,7 @@ STEPS = (
     "ingest", "validate", "split", "train", "evaluate", "quality_gate", "register", "deploy",
 )  # fmt: skip
 TERMINAL = ("SUCCEEDED", "FAILED")
-
-
-class RunStartError(MLPipeError):
-    status_code = 503
-    code = "ServiceUnavailableError"
+log = logging.getLogger("mlpipe.runs")
 
 
 def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
@@ -66,8 +63,10 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
             input=json.dumps(execution_input),
         )
     except (ClientError, BotoCoreError) as exc:
-        fail(ports, run_id, {"step": None, "type": "RunStartError", "message": str(exc)[:500]})
-        raise RunStartError("the orchestrator could not start this run; try again") from None
+        log.error("StartExecution failed for run %s: %s", run_id, exc)
+        message = "the orchestrator could not start this run; try again"
+        fail(ports, run_id, {"step": None, "type": "ServiceUnavailableError", "message": message})
+        raise ServiceUnavailableError(message) from None
     update(ports, run_id, execution_arn=resp["executionArn"])
     return {"run_id": run_id, "status": "RUNNING", "pipeline": pipeline_name}
 

@@ -8,7 +8,6 @@ the state machine's Catch hands those to ``fail_run``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import tempfile
@@ -63,12 +62,6 @@ def _prefix(event: dict[str, Any]) -> str:
     return f"runs/{event['run_id']}"
 
 
-def _to_parquet(frame: Any) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def ingest(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     run_id = event["run_id"]
     runs.set_step(ports, run_id, "ingest", "RUNNING")
@@ -92,7 +85,7 @@ def validate(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     steps = [s.model_dump() for s in spec.preprocessing]
     cleaned, report = clean(frame, spec.target, spec.task, steps)
     key = f"{_prefix(event)}/clean/data.parquet"
-    ports.store.put_bytes(key, _to_parquet(cleaned))
+    ports.store.put_bytes(key, datasets.to_parquet(cleaned))
     result = {"key": key, **report}
     runs.set_step(ports, run_id, "validate", "SUCCEEDED", detail=result)
     return result
@@ -105,8 +98,8 @@ def split_data(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     frame = datasets.load_frame(ports, event["clean"]["key"])
     train, test = split(frame, spec.target, spec.task, spec.evaluation.test_size, spec.seed)
     base = _prefix(event)
-    ports.store.put_bytes(f"{base}/split/train/data.parquet", _to_parquet(train))
-    ports.store.put_bytes(f"{base}/split/test/data.parquet", _to_parquet(test))
+    ports.store.put_bytes(f"{base}/split/train/data.parquet", datasets.to_parquet(train))
+    ports.store.put_bytes(f"{base}/split/test/data.parquet", datasets.to_parquet(test))
     result = {
         "train": f"{base}/split/train",
         "test": f"{base}/split/test",

@@ -277,3 +277,19 @@ def test_roc_auc_needs_a_binary_target(ready: Api) -> None:
     assert_error(
         ready.call("POST", "/pipelines", body), 400, "roc_auc needs a binary target", "3 classes"
     )
+
+
+def test_orchestrator_refusal_is_503_and_the_run_is_recorded_failed(
+    ready: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.runtime import ports
+
+    ready.ok("POST", "/pipelines", {**PIPELINE, "name": "orphan"})
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:does-not-exist"
+    monkeypatch.setattr(ports().settings, "state_machine_arn", missing)
+    assert_error(ready.call("POST", "/pipelines/orphan/runs"), 503, "could not start this run")
+    monkeypatch.undo()
+    (run,) = ready.ok("GET", "/pipelines/orphan/runs")["runs"]
+    detail = ready.ok("GET", f"/runs/{run['run_id']}")
+    assert detail["status"] == "FAILED" and detail["error"]["type"] == "ServiceUnavailableError"
+    assert "does-not-exist" not in str(detail)
