@@ -28,6 +28,8 @@ from chalicelib.schemas import (
 )
 
 app = Chalice(app_name="mlpipe")
+# Parquet uploads are bytes; API Gateway must pass them through unmangled.
+app.api.binary_types.append("application/vnd.apache.parquet")
 app.log.setLevel(logging.INFO)
 log = logging.getLogger("mlpipe.api")
 
@@ -126,6 +128,26 @@ def algorithms() -> dict[str, Any]:
 @api
 def create_dataset() -> Response:
     return Response(datasets.create(ports(), body(DatasetCreate)), status_code=201)
+
+
+@app.route(
+    "/datasets/{name}/versions",
+    methods=["POST"],
+    content_types=sorted(datasets.UPLOAD_FORMATS),
+    authorizer=iam,
+)
+@api
+def upload_dataset_version(name: str) -> Response:
+    request = app.current_request
+    assert request is not None
+    raw = request.raw_body or b""
+    created = datasets.upload(
+        ports(),
+        name_param(name, "dataset name"),
+        raw.encode() if isinstance(raw, str) else raw,
+        request.headers.get("content-type", ""),
+    )
+    return Response(created, status_code=201)
 
 
 @app.route("/datasets", methods=["GET"], authorizer=iam)

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import tables
-from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError
+from chalicelib.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from chalicelib.ports.metadata import ConditionFailedError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
@@ -175,26 +181,57 @@ def to_parquet(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+# Media type of an uploaded body -> dataset format.
+UPLOAD_FORMATS = {
+    "text/csv": "csv",
+    "application/json": "json",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/vnd.apache.parquet": "parquet",
+    "application/octet-stream": "parquet",
+}
+
+
 def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
-    raw = _read_source(ports, req)
-    frame = parse_table(raw, req.format)
+    return _store_version(ports, req.name, req.format, req.source.type, _read_source(ports, req))
+
+
+def upload(ports: Ports, name: str, raw: bytes, content_type: str) -> dict[str, Any]:
+    """A new version from a request body (``curl --data-binary @file.csv``)."""
+    media = content_type.split(";")[0].strip().lower()
+    fmt = UPLOAD_FORMATS.get(media)
+    if fmt is None:
+        raise UnsupportedMediaTypeError(
+            f"content type {media!r} is not a dataset format; use one of "
+            + ", ".join(sorted(UPLOAD_FORMATS))
+        )
+    limit = ports.settings.max_inline_bytes
+    if len(raw) > limit:
+        raise PayloadTooLargeError(f"the upload is larger than {limit} bytes; use a file source")
+    return _store_version(ports, name, fmt, "upload", raw)
+
+
+def _store_version(
+    ports: Ports, name: str, fmt: str, source_type: str, raw: bytes
+) -> dict[str, Any]:
+    frame = parse_table(raw, fmt)
     stats = profile(frame)
     data = to_parquet(frame)
     meta = ports.metadata
     for _ in range(5):
-        head = meta.get(tables.DATASETS, req.name)
+        head = meta.get(tables.DATASETS, name)
         version = (head.item["latest_version"] if head else 0) + 1
         # A unique object per attempt: a writer that loses the race for this version
         # number deletes only its own bytes, never the winner's.
-        key = f"datasets/{req.name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}.parquet"
+        key = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}.parquet"
         ports.store.put_bytes(key, data)
         now = now_iso()
         record = {
-            "name": req.name,
+            "name": name,
             "version": version,
             "status": "READY",
-            "format": req.format,
-            "source": {"type": req.source.type},
+            "format": fmt,
+            "source": {"type": source_type},
             "key": key,
             "uri": ports.store.uri(key),
             "rows": stats["rows"],
@@ -204,7 +241,7 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
             "created_at": now,
         }
         head_item = {
-            "name": req.name,
+            "name": name,
             "latest_version": version,
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
@@ -212,15 +249,15 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
         try:
             meta.put_many(
                 [
-                    Write(tables.dataset_versions(req.name), tables.version_sk(version), record, 0),
-                    Write(tables.DATASETS, req.name, head_item, head.rev if head else 0),
+                    Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
+                    Write(tables.DATASETS, name, head_item, head.rev if head else 0),
                 ]
             )
         except ConditionFailedError:
             ports.store.delete_prefix(key)
             continue  # someone else took this version number: take the next one
         return summary(record)
-    raise ConflictError(f"dataset {req.name!r} is being written concurrently; try again")
+    raise ConflictError(f"dataset {name!r} is being written concurrently; try again")
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,12 @@ OPERATIONS: dict[tuple[str, str], tuple[str, type[BaseModel] | None, int]] = {
     ("GET", "/openapi.json"): ("This document", None, 200),
     ("GET", "/algorithms"): ("Algorithms, tasks and configurable hyperparameters", None, 200),
     ("POST", "/datasets"): ("Ingest a dataset version (inline or file source)", DatasetCreate, 201),
+    ("POST", "/datasets/{name}/versions"): (
+        "Upload a new dataset version as the request body (text/csv, application/json, "
+        "application/x-ndjson, or Parquet as application/vnd.apache.parquet)",
+        None,
+        201,
+    ),
     ("GET", "/datasets"): ("List datasets", None, 200),
     ("GET", "/datasets/{name}"): ("A dataset and its versions", None, 200),
     ("GET", "/datasets/{name}/versions/{version}"): (
@@ -137,6 +143,18 @@ def document() -> dict[str, Any]:
                     "application/json": {
                         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
                     }
+                },
+            }
+        if path == "/datasets/{name}/versions":
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "application/vnd.apache.parquet": {
+                        "schema": {"type": "string", "format": "binary"}
+                    },
                 },
             }
         if path.endswith("/invocations"):

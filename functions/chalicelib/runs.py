@@ -183,11 +183,20 @@ def list_for_pipeline(ports: Ports, pipeline: str) -> list[dict[str, Any]]:
     ]
 
 
+def _history_key(run_id: str) -> str:
+    return f"runs/{run_id}/history.json"
+
+
 def events(ports: Ports, run_id: str) -> list[dict[str, Any]]:
+    """The execution history. Once the run has ended it is kept beside the run's artefacts,
+    so it outlives the orchestrator's own retention (and the local stack's memory)."""
     item, _ = _load(ports, run_id)
     arn = item.get("execution_arn")
     if not arn:
         return []
+    key = _history_key(run_id)
+    if item["status"] in TERMINAL and ports.store.exists(key):
+        return list(json.loads(ports.store.get_bytes(key)))
     out: list[dict[str, Any]] = []
     try:
         pages = ports.stepfunctions.get_paginator("get_execution_history").paginate(
@@ -202,7 +211,26 @@ def events(ports: Ports, run_id: str) -> list[dict[str, Any]]:
                 f"the execution history of run {run_id!r} is no longer available"
             ) from None
         raise
+    if out and out[-1]["type"] in ("ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted",
+                                   "ExecutionTimedOut"):  # fmt: skip
+        ports.store.put_bytes(key, json.dumps(out).encode())
     return out
+
+
+def keep_histories(ports: Ports) -> int:
+    """Save the history of every ended run that has none saved yet (before a local stop)."""
+    kept = 0
+    for rec in ports.metadata.query(tables.RUNS):
+        run = rec.item
+        if run["status"] in TERMINAL and run.get("execution_arn"):
+            if ports.store.exists(_history_key(run["run_id"])):
+                continue
+            try:
+                events(ports, run["run_id"])
+                kept += 1
+            except NotFoundError:
+                continue
+    return kept
 
 
 def _jsonable(value: Any) -> Any:

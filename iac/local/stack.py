@@ -46,8 +46,11 @@ class LocalStack:
     state_machine_arn: str
 
     def stop(self) -> None:
-        from chalicelib.runtime import reset_ports
+        from chalicelib import runs
+        from chalicelib.runtime import ports, reset_ports
 
+        # moto forgets executions when it stops; the runs' histories are kept on disk.
+        runs.keep_histories(ports())
         lambda_plug.uninstall()
         self.server.stop()
         reset_ports()  # also stops the warm job launcher

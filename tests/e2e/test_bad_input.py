@@ -293,3 +293,57 @@ def test_orchestrator_refusal_is_503_and_the_run_is_recorded_failed(
     detail = ready.ok("GET", f"/runs/{run['run_id']}")
     assert detail["status"] == "FAILED" and detail["error"]["type"] == "ServiceUnavailableError"
     assert "does-not-exist" not in str(detail)
+
+
+def test_upload_a_version_as_the_request_body(ready: Api) -> None:
+    import io
+
+    import pandas as pd
+
+    csv = "a,b/c\n1,x\n2,y\n3,z\n"
+    created = ready.ok("POST", "/datasets/uploaded/versions", raw=csv, content_type="text/csv")
+    assert created["version"] == 1 and created["rows"] == 3
+    buf = io.BytesIO()
+    pd.DataFrame({"a": [1.5, 2.5], "flag": [True, False]}).to_parquet(buf)
+    for media in ("application/vnd.apache.parquet", "application/octet-stream"):
+        created = ready.ok(
+            "POST", "/datasets/uploaded/versions", raw=buf.getvalue(), content_type=media
+        )
+        assert created["rows"] == 2
+    version = ready.ok("GET", f"/datasets/uploaded/versions/{created['version']}")
+    assert version["source"] == {"type": "upload"} and version["format"] == "parquet"
+    assert version["schema"] == [
+        {"name": "a", "type": "number"},
+        {"name": "flag", "type": "boolean"},
+    ]
+    jsonl = '{"x": 1}\n{"x": 2}\n'
+    assert (
+        ready.ok(
+            "POST", "/datasets/uploaded/versions", raw=jsonl, content_type="application/x-ndjson"
+        )["rows"]
+        == 2
+    )
+    assert ready.ok("GET", "/datasets/uploaded")["latest_version"] == 4
+
+
+def test_bad_uploads(ready: Api) -> None:
+    path = "/datasets/upbad/versions"
+    assert_error(
+        ready.call("POST", path, raw="a,b\n1,2\n3,4,5\n", content_type="text/csv"),
+        400,
+        "malformed CSV",
+    )
+    assert_error(ready.call("POST", path, raw="", content_type="text/csv"), 400, "empty")
+    assert_error(
+        ready.call("POST", path, raw=b"PAR1 nope", content_type="application/octet-stream"),
+        400,
+        "parquet",
+    )
+    assert_error(
+        ready.call("POST", "/datasets/..%2Fx/versions", raw="a\n1\n", content_type="text/csv"),
+        400,
+        "safe identifier",
+    )
+    status, _ = ready.call("POST", path, raw="<a/>", content_type="application/xml")
+    assert status == 415
+    assert_error(ready.call("GET", "/datasets/upbad"), 404)

@@ -122,6 +122,10 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
         == before
     )
 
+    # Reading an ended run's history keeps it beside the run's artefacts.
+    history = server.ok("GET", f"/runs/{run['run_id']}/events")["events"]
+    assert history[-1]["type"] == "ExecutionSucceeded"
+
     # Start a second run and kill the process while it is in flight.
     in_flight = server.ok("POST", "/pipelines/iris2-hgb/runs")["run_id"]
     assert server.stop(signal.SIGKILL) != 0
@@ -135,12 +139,18 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     assert server.ok("GET", "/models/iris2-hgb")["aliases"] == {"production": 1}
     assert server.ok("GET", "/endpoints/iris2")["model_version"] == 1
     assert server.ok("POST", "/endpoints/iris2/invocations", {"dataframe_records": [ROW]}) == before
+    assert server.ok("GET", f"/runs/{run['run_id']}/events")["events"] == history
 
     # A graceful stop exits cleanly, and a third start still has it all.
     assert server.stop(signal.SIGTERM) == 0
     server.start()
     assert server.ok("POST", "/endpoints/iris2/invocations", {"dataframe_records": [ROW]}) == before
     again = server.wait_run(server.ok("POST", "/pipelines/iris2-hgb/runs")["run_id"])
-    assert (
-        again["status"] == "SUCCEEDED" and again["model"]["version"] == 2
-    )  # the killed run never registered
+    # Version 2: the killed run never registered one.
+    assert again["status"] == "SUCCEEDED" and again["model"]["version"] == 2
+
+    # A graceful stop keeps the histories of ended runs nobody had read yet.
+    assert server.stop(signal.SIGTERM) == 0
+    server.start()
+    kept = server.ok("GET", f"/runs/{again['run_id']}/events")["events"]
+    assert kept[0]["type"] == "ExecutionStarted" and kept[-1]["type"] == "ExecutionSucceeded"
