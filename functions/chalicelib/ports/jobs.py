@@ -156,9 +156,8 @@ class LocalJobRunner:
         if returncode != 0:
             failure = output_dir / "failure"
             reason = failure.read_text().strip() if failure.exists() else ""
-            if not reason:
-                tail = (workdir / "job.log").read_text(errors="replace")[-800:]
-                reason = f"exit code {returncode}: {tail}"
+            if not reason:  # killed, or crashed before it could say why: the log has the rest
+                reason = f"the job exited with code {returncode} without a failure reason"
             return JobStatus(spec.name, "Failed", reason[:1024])
         if spec.kind == "training":
             archive = workdir / "model.tar.gz"
