@@ -163,11 +163,22 @@ def invoke(ports: Ports, name: str, body: bytes, content_type: str) -> dict[str,
     return {**result, "model": model, "model_version": number}
 
 
+def _follow(ports: Ports, name: str, model: str, alias: str) -> dict[str, Any]:
+    """Serve the alias's current version on an endpoint that follows it (creating the endpoint
+    if needed). Re-reads the alias after serving, so concurrent moves converge on the last."""
+    for _ in range(10):
+        number = registry.resolve_alias(ports, model, alias)
+        served = serve_version(ports, name, model, number, alias)
+        if registry.resolve_alias(ports, model, alias) == number:
+            return served
+    raise ConflictError(f"alias {alias!r} of {model!r} keeps moving; try again")
+
+
 def move_alias(ports: Ports, model: str, alias: str, number: int) -> dict[str, Any]:
     """Point an alias at a version; every endpoint that follows the alias serves it next."""
     previous = registry.set_alias(ports, model, alias, number)
     moved = [
-        serve_version(ports, r.item["name"], model, number, alias)["name"]
+        _follow(ports, r.item["name"], model, alias)["name"]
         for r in ports.metadata.query(tables.ENDPOINTS)
         if r.item["model"] == model and r.item.get("alias") == alias
     ]
@@ -178,3 +189,17 @@ def move_alias(ports: Ports, model: str, alias: str, number: int) -> dict[str, A
         "previous_version": previous,
         "endpoints": moved,
     }
+
+
+def deploy_from_pipeline(
+    ports: Ports, name: str, model: str, alias: str, number: int
+) -> dict[str, Any]:
+    """A pipeline's Deploy: move the alias, then make sure the pipeline's endpoint serves it —
+    created on first deploy (following the alias), or told the version if it follows none."""
+    moved = move_alias(ports, model, alias, number)
+    rec = ports.metadata.get(tables.ENDPOINTS, name)
+    if rec is None or rec.item.get("alias") == alias:
+        endpoint = _follow(ports, name, model, alias)
+    else:
+        endpoint = serve_version(ports, name, model, number, rec.item.get("alias"))
+    return {**endpoint, "previous_version": moved["previous_version"]}

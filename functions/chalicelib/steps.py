@@ -264,16 +264,15 @@ def deploy(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     assert spec.deployment is not None
     model = event["model"]
     target = spec.deployment
-    moved = deployment.move_alias(ports, model["name"], target.alias, model["version"])
-    # The pipeline's endpoint is created on first deploy, bound to the alias.
-    endpoint = deployment.serve_version(
-        ports, target.endpoint, model["name"], model["version"], target.alias
+    endpoint = deployment.deploy_from_pipeline(
+        ports, target.endpoint, model["name"], target.alias, model["version"]
     )
     result = {
         "endpoint": target.endpoint,
         "alias": target.alias,
         "version": model["version"],
-        "previous_version": moved["previous_version"],
+        "served_version": endpoint["model_version"],
+        "previous_version": endpoint["previous_version"],
         "status": endpoint["status"],
     }
     runs.set_step(ports, run_id, "deploy", "SUCCEEDED", detail=result)

@@ -282,3 +282,24 @@ def test_a_transient_failure_is_retried_by_the_state_machine(
         len(failed) == 1
         and failed[0]["lambdaFunctionFailedEventDetails"]["error"] == "TransientError"
     )
+
+
+def test_concurrent_runs_get_distinct_versions_and_a_consistent_endpoint(api: Api) -> None:
+    api.ok(
+        "POST",
+        "/pipelines",
+        {
+            "name": "flowers-concurrent",
+            "dataset": {"name": "flowers", "version": 1},
+            "target": "label",
+            "task": "classification",
+            "model": {"algorithm": "random_forest", "hyperparameters": {"n_estimators": 5}},
+            "deployment": {"endpoint": "flowers-concurrent", "alias": "live"},
+        },
+    )
+    ids = [api.ok("POST", "/pipelines/flowers-concurrent/runs")["run_id"] for _ in range(3)]
+    finished = [api.wait_run(run_id) for run_id in ids]
+    assert [r["status"] for r in finished] == ["SUCCEEDED"] * 3, [r["error"] for r in finished]
+    assert sorted(r["model"]["version"] for r in finished) == [1, 2, 3]
+    live = api.ok("GET", "/models/flowers-concurrent")["aliases"]["live"]
+    assert api.ok("GET", "/endpoints/flowers-concurrent")["model_version"] == live

@@ -104,14 +104,15 @@ class LocalEndpointRuntime:
         return _Loaded(deployment.sha256, hooks, model)
 
     def deploy(self, deployment: Deployment) -> None:
-        with self._lock:  # two first deploys of one artefact share its cache folder
-            loaded = self._load(deployment)  # fail the deploy, not the first request
-        path = self._config_path(deployment.endpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(deployment.__dict__))
-        os.replace(tmp, path)
+        # One deploy at a time: two first deploys of an artefact share its cache folder, and
+        # two deploys of an endpoint its config file.
         with self._lock:
+            loaded = self._load(deployment)  # fail the deploy, not the first request
+            path = self._config_path(deployment.endpoint)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(deployment.__dict__))
+            os.replace(tmp, path)
             self._loaded[deployment.endpoint] = loaded
 
     def _get(self, endpoint: str) -> _Loaded:
