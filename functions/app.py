@@ -65,8 +65,6 @@ def api(fn: Callable[..., Any]) -> Callable[..., Any]:
             if exc.status_code >= 500:
                 log.error("%s: %s", exc.code, exc.message)
             return _error(exc.status_code, exc.code, exc.message)
-        except ValidationError as exc:
-            return _error(400, "BadRequestError", _describe_validation(exc))
         except Exception:
             log.exception("unhandled error in %s", fn.__name__)
             return _error(500, "InternalError", "internal error")
@@ -83,7 +81,10 @@ def body(model: type[M]) -> M:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequestError("the request body is not valid JSON") from None
-    return model.model_validate(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:  # only the caller's body is a 400; ours would be a bug
+        raise BadRequestError(_describe_validation(exc)) from None
 
 
 def name_param(value: str, what: str) -> str:
