@@ -40,7 +40,7 @@ def _read_source(ports: Ports, req: DatasetCreate) -> bytes:
         if source.encoding == "base64":
             try:
                 raw = base64.b64decode(source.data, validate=True)
-            except binascii.Error:
+            except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
                 raise BadRequestError("source.data is not valid base64") from None
         elif req.format == "parquet":
             raise BadRequestError('inline parquet must be sent with "encoding": "base64"')
@@ -53,6 +53,8 @@ def _read_source(ports: Ports, req: DatasetCreate) -> bytes:
 
 def _read_file(ports: Ports, raw_path: str) -> bytes:
     roots = ports.settings.allowed_file_roots
+    if "\x00" in raw_path:
+        raise BadRequestError("path contains a NUL character")
     candidate = Path(raw_path)
     if not candidate.is_absolute():
         candidate = roots[0] / candidate if roots else candidate
@@ -102,13 +104,18 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
     except (ValueError, OSError) as exc:  # pyarrow raises ArrowInvalid (a ValueError)
         raise BadRequestError(f"could not read the {fmt} data: {str(exc)[:300]}") from None
     validate_frame(frame)
+    if fmt != "csv":  # CSV cells are always scalars
+        _reject_nested(frame)
     return frame
 
 
 def _check_csv_header(raw: bytes) -> None:
     # pandas silently renames a repeated header ("a", "a.1"); a user would rather know.
     first = raw[: 1 << 16].decode("utf-8", errors="replace")
-    header = next(csv.reader(io.StringIO(first)), [])
+    try:
+        header = next(csv.reader(io.StringIO(first, newline="")), [])
+    except csv.Error as exc:
+        raise BadRequestError(f"malformed CSV header: {exc}") from None
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise BadRequestError(f"column names must be unique; repeated: {repeated}")
@@ -128,6 +135,23 @@ def validate_frame(frame: pd.DataFrame) -> None:
         if not name.strip() or len(name) > MAX_COLUMN_NAME:
             raise BadRequestError(f"column name {name[:40]!r} is empty or too long")
     frame.columns = names
+
+
+def _reject_nested(frame: pd.DataFrame) -> None:
+    """JSON and Parquet can carry objects and arrays in a cell; a dataset is a flat table."""
+    import numpy as np
+
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        nested = column.map(lambda v: isinstance(v, dict | list | tuple | np.ndarray))
+        if nested.any():
+            row = int(nested.to_numpy().argmax())
+            raise BadRequestError(
+                f"column {name[:40]!r} holds nested objects or arrays (row {row}); "
+                "datasets are flat tables: flatten it first"
+            )
 
 
 def column_type(series: pd.Series) -> str:

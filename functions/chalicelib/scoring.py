@@ -64,20 +64,23 @@ def _zip_row(columns: list[str], row: Any, i: int) -> dict[str, Any]:
 
 
 def _rows_from_csv(text: str) -> list[dict[str, Any]]:
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise BadRequestError("the CSV body is empty; a header row is required") from None
+    # newline="" is what the csv module expects: quoted fields may hold line breaks.
+    reader = csv.reader(io.StringIO(text, newline=""))
     rows = []
-    for i, values in enumerate(reader):
-        if not values:
-            continue
-        if len(values) != len(header):
-            raise BadRequestError(
-                f"CSV row {i + 1} has {len(values)} fields, expected {len(header)}"
-            )
-        rows.append({h: (v if v != "" else None) for h, v in zip(header, values, strict=True)})
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise BadRequestError("the CSV body is empty; a header row is required")
+        for i, values in enumerate(reader):
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise BadRequestError(
+                    f"CSV row {i + 1} has {len(values)} fields, expected {len(header)}"
+                )
+            rows.append({h: (v if v != "" else None) for h, v in zip(header, values, strict=True)})
+    except csv.Error as exc:
+        raise BadRequestError(f"malformed CSV: {exc}") from None
     return rows
 
 
