@@ -198,8 +198,10 @@ def deploy_from_pipeline(
     created on first deploy (following the alias), or told the version if it follows none."""
     moved = move_alias(ports, model, alias, number)
     rec = ports.metadata.get(tables.ENDPOINTS, name)
-    if rec is None or rec.item.get("alias") == alias:
+    if rec is None:
         endpoint = _follow(ports, name, model, alias)
+    elif rec.item.get("alias") == alias:
+        endpoint = _public(rec.item)  # move_alias has just made it serve the alias
     else:
         endpoint = serve_version(ports, name, model, number, rec.item.get("alias"))
     return {**endpoint, "previous_version": moved["previous_version"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -217,20 +218,13 @@ def events(ports: Ports, run_id: str) -> list[dict[str, Any]]:
     return out
 
 
-def keep_histories(ports: Ports) -> int:
-    """Save the history of every ended run that has none saved yet (before a local stop)."""
-    kept = 0
+def keep_histories(ports: Ports) -> None:
+    """Save the history of every ended run (before a local stop); saved ones are skipped."""
     for rec in ports.metadata.query(tables.RUNS):
         run = rec.item
         if run["status"] in TERMINAL and run.get("execution_arn"):
-            if ports.store.exists(_history_key(run["run_id"])):
-                continue
-            try:
+            with contextlib.suppress(NotFoundError):  # already gone from the orchestrator
                 events(ports, run["run_id"])
-                kept += 1
-            except NotFoundError:
-                continue
-    return kept
 
 
 def _jsonable(value: Any) -> Any:
