@@ -9,9 +9,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 export MLPIPE_DATA_DIR
-export PYTHONPATH := $(CURDIR):$(CURDIR)/functions
+export PYTHONPATH := $(CURDIR):$(CURDIR)/functions:$(CURDIR)/sagemaker_jobs
 
-.PHONY: run test lint fmt bench catalog clean venv
+.PHONY: run test fuzz lint fmt bench catalog clean venv
 
 # (Re)create the virtualenv whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -28,6 +28,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Property tests with fresh random examples (make test replays a fixed set): run it before a
+# release or after touching input handling; a failure prints the example to add as a test.
+fuzz: $(STAMP)
+	MLPIPE_FUZZ=explore $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_fuzz_api.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -42,7 +47,7 @@ bench: $(STAMP)
 
 # Regenerate the hyperparameter catalog from the installed scikit-learn.
 catalog: $(STAMP)
-	$(PY) -m chalicelib.catalog_gen
+	$(PY) sagemaker_jobs/catalog_gen.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

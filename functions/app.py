@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from chalice import Chalice, IAMAuthorizer, Response
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import catalog, datasets, deployment, openapi, pipelines, registry, runs, steps
+from chalicelib import datasets, deployment, openapi, pipelines, registry, runs, steps
 from chalicelib.errors import BadRequestError, MLPipeError, TransientError
 from chalicelib.names import check_name
 from chalicelib.runtime import ports
@@ -26,6 +26,7 @@ from chalicelib.schemas import (
     PipelineCreate,
     RunCreate,
 )
+from mlcontract import catalog
 
 app = Chalice(app_name="mlpipe")
 # Parquet uploads are bytes; API Gateway must pass them through unmangled.

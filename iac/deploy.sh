@@ -131,7 +131,7 @@ log "packaging sagemaker_jobs/"
 cd "$ROOT"
 CODE_VERSION="$(git rev-parse --short=12 HEAD)"
 if [[ -n "$(git status --porcelain -- sagemaker_jobs)" ]]; then
-  content_hash="$(cat sagemaker_jobs/*.py sagemaker_jobs/requirements.txt | sha256sum | cut -c1-8)"
+  content_hash="$(cat sagemaker_jobs/*.py sagemaker_jobs/mlcontract/*.py sagemaker_jobs/mlcontract/*.json sagemaker_jobs/requirements.txt | sha256sum | cut -c1-8)"
   CODE_VERSION="${CODE_VERSION}-dirty-${content_hash}"
   log "sagemaker_jobs/ has uncommitted changes: code version $CODE_VERSION"
 fi
@@ -145,6 +145,10 @@ for path in sagemaker_jobs/*.py sagemaker_jobs/requirements.txt; do
   job_files+=("$(basename "$path")")
 done
 cp "${job_files[@]/#/sagemaker_jobs/}" "$JOBS_BUILD_DIR/"
+# The contract package every script imports (stdlib only) travels with them.
+mkdir -p "$JOBS_BUILD_DIR/mlcontract"
+cp sagemaker_jobs/mlcontract/*.py sagemaker_jobs/mlcontract/*.json "$JOBS_BUILD_DIR/mlcontract/"
+job_files+=("mlcontract")
 # Files at the archive root: SageMaker unpacks it into /opt/ml/code, installs
 # requirements.txt and runs sagemaker_program from there.
 tar -czf "$JOBS_BUILD_DIR/sourcedir.tar.gz" -C "$JOBS_BUILD_DIR" "${job_files[@]}"
@@ -181,6 +185,11 @@ export MLPIPE_SKLEARN_IMAGE_URI="$SKLEARN_IMAGE_URI"
 log "image: $SKLEARN_IMAGE_URI"
 
 # --- 3. the Chalice app merged with iac/template.yaml ------------------------------------------
+# The API imports the same contract package: Chalice ships functions/vendor/ at the root of
+# the Lambda bundle (the copy is build output, ignored by git).
+rm -rf "$ROOT/functions/vendor/mlcontract"
+mkdir -p "$ROOT/functions/vendor/mlcontract"
+cp sagemaker_jobs/mlcontract/*.py sagemaker_jobs/mlcontract/*.json "$ROOT/functions/vendor/mlcontract/"
 log "chalice package --stage $CHALICE_STAGE --merge-template ../iac/template.yaml ../build"
 (cd "$ROOT/functions" && "$CHALICE" package --stage "$CHALICE_STAGE" \
   --merge-template ../iac/template.yaml ../build)

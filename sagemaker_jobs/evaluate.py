@@ -31,10 +31,9 @@ import argparse
 import json
 import math
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -53,10 +52,9 @@ from sklearn.metrics import (
 
 import jobkit
 from jobkit import JobError
+from mlcontract import archive, metrics
 
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
-METRICS_BY_TASK = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+METRICS_BY_TASK = {task: metrics.for_task(task) for task in ("classification", "regression")}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -70,39 +68,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def safe_extract(archive: Path, destination: Path) -> None:
+def safe_extract(model_archive: Path, destination: Path) -> None:
     """Extract a model.tar.gz, refusing members that could write outside ``destination``."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                name = member.name
-                if name.startswith("/") or ".." in PurePosixPath(name).parts:
-                    raise JobError(f"model.tar.gz contains an unsafe path {name!r}.")
-                if not (member.isfile() or member.isdir()):
-                    raise JobError(
-                        f"model.tar.gz member {name!r} is a link or special file; refusing it."
-                    )
-            if hasattr(tarfile, "data_filter"):
-                # Defence in depth where Python has extraction filters (3.10.12+, 3.11.4+).
-                tar.extractall(destination, members=members, filter="data")
-            else:
-                tar.extractall(destination, members=members)  # noqa: S202 - checked above
-    except tarfile.TarError as exc:
-        raise JobError(f"Could not extract {archive.name}: {exc}") from exc
+        archive.safe_extract(model_archive, destination)
+    except archive.ArchiveError as exc:
+        raise JobError(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
 
 
 def locate_model(model_dir: Path, scratch: Path) -> Path:
     """Directory holding model.joblib and metadata.json (extracting model.tar.gz if needed)."""
     if (model_dir / "model.joblib").is_file() and (model_dir / "metadata.json").is_file():
         return model_dir
-    archive = model_dir / "model.tar.gz"
-    if not archive.is_file():
+    packed = model_dir / "model.tar.gz"
+    if not packed.is_file():
         raise JobError(
             f"No model found in {str(model_dir)!r}: expected model.tar.gz or "
             "model.joblib with metadata.json."
         )
-    safe_extract(archive, scratch)
+    safe_extract(packed, scratch)
     if not (scratch / "model.joblib").is_file() or not (scratch / "metadata.json").is_file():
         raise JobError("model.tar.gz does not contain model.joblib and metadata.json at its root.")
     return scratch
@@ -111,12 +95,8 @@ def locate_model(model_dir: Path, scratch: Path) -> Path:
 def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]:
     available = METRICS_BY_TASK[task]
     if requested is None or not requested.strip():
-        names = list(available)
-        if task == "classification" and (
-            len(pipeline.classes_) != 2 or not hasattr(pipeline, "predict_proba")
-        ):
-            names.remove("roc_auc")
-        return names
+        n_classes = len(pipeline.classes_) if task == "classification" else None
+        return metrics.defaults(task, n_classes, hasattr(pipeline, "predict_proba"))
     names = []
     for raw in requested.split(","):
         name = raw.strip().lower()

@@ -26,7 +26,7 @@ pandas), scikit-learn, joblib and its sibling module jobkit.
 from __future__ import annotations
 
 import argparse
-import decimal
+import importlib
 import json
 import os
 import shutil
@@ -35,40 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import jobkit
 from jobkit import JobError
+from mlcontract import catalog, columns
 
 FORMAT_VERSION = 1
 TASKS = ("classification", "regression")
 
-# algorithm -> task -> estimator class; a missing task means the pairing is not supported.
-ALGORITHMS: dict[str, dict[str, type[Any]]] = {
-    "logistic_regression": {"classification": LogisticRegression},
-    "linear_regression": {"regression": LinearRegression},
-    "random_forest": {
-        "classification": RandomForestClassifier,
-        "regression": RandomForestRegressor,
-    },
-    "hist_gradient_boosting": {
-        "classification": HistGradientBoostingClassifier,
-        "regression": HistGradientBoostingRegressor,
-    },
-}
+ALGORITHMS = catalog.ALGORITHMS
 
 _OPTIONS = ("--algorithm", "--task", "--target", "--hyperparameters", "--seed")
 
@@ -155,47 +136,21 @@ def _target_name(cli_value: str) -> str:
     return cli_value
 
 
-def _object_kind(series: pd.Series) -> str:
-    """Classify an object column by the Python types of its non-null values."""
-    kinds = {type(value) for value in series.dropna()}
-    if not kinds:
-        return "string"
-    if all(issubclass(kind, (bool, np.bool_)) for kind in kinds):
-        return "boolean"
-    numeric = (int, float, decimal.Decimal, np.integer, np.floating)
-    if all(issubclass(kind, numeric) and not issubclass(kind, bool) for kind in kinds):
-        if all(issubclass(kind, (int, np.integer)) for kind in kinds):
-            return "integer"
-        return "number"
-    return "string"
-
-
 def column_type(series: pd.Series) -> str:
-    """Signature type of a feature column: number, integer, boolean or string.
-
-    Everything that is not numeric or boolean (object, pandas 3's "str", category, datetime,
-    ...) is a string: it is one-hot encoded and clients send it as text.
-    """
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "integer"
-    if pd.api.types.is_float_dtype(dtype):
-        return "number"
-    if pd.api.types.is_object_dtype(dtype):
-        return _object_kind(series)
-    return "string"
+    """Signature type of a feature column (``mlcontract.columns``). Datetimes are served as
+    text for now: they are one-hot encoded like any other string column."""
+    kinds = {type(v) for v in series.dropna()} if series.dtype == object else set()
+    kind = columns.infer(str(series.dtype), kinds)
+    return "string" if kind == "datetime" else kind
 
 
 def make_estimator(algorithm: str, task: str, hyperparameters: dict[str, Any], seed: int) -> Any:
-    estimators = ALGORITHMS[algorithm]
-    if task not in estimators:
-        supported = ", ".join(sorted(estimators))
-        raise JobError(
-            f"Algorithm {algorithm!r} does not support task {task!r} (supported: {supported})."
-        )
-    cls = estimators[task]
+    try:
+        path = catalog.estimator_path(algorithm, task)
+    except catalog.HyperparameterError as exc:
+        raise JobError(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
     valid = cls().get_params()
     unknown = sorted(set(hyperparameters) - set(valid))
     if unknown:
@@ -312,6 +267,14 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     code_dir = model_dir / "code"
     code_dir.mkdir(exist_ok=True)
     shutil.copyfile(inference_src, code_dir / "inference.py")
+    # The hooks parse requests with the contract package: it travels with the model.
+    contract = Path(columns.__file__).resolve().parent
+    shutil.copytree(
+        contract,
+        code_dir / "mlcontract",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        dirs_exist_ok=True,
+    )
     return metadata
 
 

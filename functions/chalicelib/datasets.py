@@ -23,6 +23,7 @@ from chalicelib.ports.metadata import ConditionFailedError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
 from chalicelib.timeutil import now_iso
+from mlcontract import columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,17 +156,8 @@ def _reject_nested(frame: pd.DataFrame) -> None:
 
 
 def column_type(series: pd.Series) -> str:
-    import pandas as pd
-
-    if pd.api.types.is_bool_dtype(series):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(series):
-        return "integer"
-    if pd.api.types.is_numeric_dtype(series):
-        return "number"
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return "datetime"
-    return "string"
+    kinds = {type(v) for v in series.dropna()} if series.dtype == object else set()
+    return columns.infer(str(series.dtype), kinds)
 
 
 def profile(frame: pd.DataFrame) -> dict[str, Any]:

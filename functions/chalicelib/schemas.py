@@ -6,19 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chalicelib import catalog
 from chalicelib.names import Name
+from mlcontract import catalog, metrics
 
 Task = Literal["classification", "regression"]
-
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
-# For these a threshold is a ceiling; for every other metric it is a floor.
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
-
-
-def task_metrics(task: str) -> tuple[str, ...]:
-    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
 
 
 class Strict(BaseModel):
@@ -116,13 +107,7 @@ class PipelineCreate(Strict):
             )
         except catalog.HyperparameterError as exc:
             raise ValueError(str(exc)) from None
-        allowed = task_metrics(self.task)
-        for metric in [*self.evaluation.metrics, *self.evaluation.thresholds]:
-            if metric not in allowed:
-                raise ValueError(
-                    f"metric {metric!r} is not available for {self.task}; choose from "
-                    + ", ".join(allowed)
-                )
+        metrics.check(self.task, [*self.evaluation.metrics, *self.evaluation.thresholds])
         for step in self.preprocessing:
             if isinstance(step, DropColumns) and self.target in step.columns:
                 raise ValueError(f"preprocessing cannot drop the target column {self.target!r}")
@@ -132,8 +117,11 @@ class PipelineCreate(Strict):
 
     @property
     def report_metrics(self) -> list[str]:
-        chosen = self.evaluation.metrics or [m for m in task_metrics(self.task) if m != "roc_auc"]
-        return list(dict.fromkeys([*chosen, *self.evaluation.thresholds]))
+        """What the evaluation job computes: the named metrics plus any gated one; none named
+        means every metric defined for the model (the job knows its classes)."""
+        if not self.evaluation.metrics:
+            return []
+        return list(dict.fromkeys([*self.evaluation.metrics, *self.evaluation.thresholds]))
 
 
 class RunCreate(Strict):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from chalicelib.ports.endpoints import sha256_of
 from chalicelib.ports.jobs import JOBS_SOURCE_DIR, JobKind, JobSpec
 from chalicelib.preprocessing import clean, split
 from chalicelib.runtime import Ports
-from chalicelib.schemas import LOWER_IS_BETTER, PipelineCreate
+from chalicelib.schemas import PipelineCreate
+from mlcontract import archive as archive_mod
+from mlcontract import metrics as metrics_mod
 
 # Errors whose messages we wrote for users; anything else is a bug whose details stay in logs.
 USER_FACING_ERRORS = frozenset(
@@ -187,10 +188,11 @@ def quality_gate(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
         value = metrics.get(metric)
         if value is None:
             failures.append(f"{metric} was not measured")
-        elif metric in LOWER_IS_BETTER and value > bound:
-            failures.append(f"{metric} = {value:.4g} is above the ceiling {bound:g}")
-        elif metric not in LOWER_IS_BETTER and value < bound:
-            failures.append(f"{metric} = {value:.4g} is below the floor {bound:g}")
+        elif not metrics_mod.passes(metric, value, bound):
+            side = (
+                "below the floor" if metrics_mod.higher_is_better(metric) else "above the ceiling"
+            )
+            failures.append(f"{metric} = {value:.4g} is {side} {bound:g}")
     passed = not failures
     runs.set_step(ports, run_id, "quality_gate", "RUNNING")
     if passed:
@@ -207,18 +209,6 @@ def code_version(ports: Ports) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_metadata(archive: Path) -> dict[str, Any]:
-    """The JSON beside the model, read without unpickling anything. Streamed: the runner
-    packs members in name order, so this stops before decompressing model.joblib."""
-    with tarfile.open(archive, "r|gz") as tar:
-        for member in tar:
-            if member.name == "metadata.json":
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    return dict(json.loads(fh.read()))
-    raise StepError("the model archive has no metadata.json")
-
-
 def register(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     run_id = event["run_id"]
     run = runs.get(ports, run_id)
@@ -230,7 +220,10 @@ def register(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         archive = ports.store.get_file(key, Path(tmp) / "model.tar.gz")
         sha = sha256_of(archive)
-        meta = _read_metadata(archive)
+        try:
+            meta = archive_mod.read_metadata(archive)
+        except archive_mod.ArchiveError as exc:
+            raise StepError(str(exc)) from None
     name = spec.model_name or spec.name
     version = registry.register(
         ports,

@@ -228,11 +228,14 @@ GOOD_ROW = {"petal/len": 0.1, "sepal width": 1.0, "colour": "red", "count": 2}
     [
         (
             {"dataframe_records": [{"petal/len": 0.1, "colour": "red", "count": 2}]},
-            "missing columns: ['sepal width']",
+            "missing column(s) 'sepal width'",
         ),
-        ({"dataframe_records": [{**GOOD_ROW, "count": "two"}]}, "column 'count' expects integer"),
-        ({"dataframe_records": [{**GOOD_ROW, "colour": 3}]}, "column 'colour' expects string"),
-        ({"dataframe_records": [{**GOOD_ROW, "count": True}]}, "expects integer"),
+        (
+            {"dataframe_records": [{**GOOD_ROW, "count": "two"}]},
+            "column 'count' expects an integer",
+        ),
+        ({"dataframe_records": [{**GOOD_ROW, "colour": 3}]}, "column 'colour' expects a string"),
+        ({"dataframe_records": [{**GOOD_ROW, "count": True}]}, "expects an integer"),
         ({"dataframe_records": [GOOD_ROW], "instances": [GOOD_ROW]}, "exactly one"),
         ({"rows": [GOOD_ROW]}, "exactly one"),
         ({"dataframe_records": []}, "no rows"),
@@ -251,7 +254,7 @@ def test_bad_prediction_bodies(served: Api) -> None:
     assert_error(
         served.call("POST", path, raw="petal/len,colour\n1,red\n", content_type="text/csv"),
         400,
-        "missing columns",
+        "missing column(s)",
     )
     assert_error(
         served.call(
@@ -261,7 +264,7 @@ def test_bad_prediction_bodies(served: Api) -> None:
             content_type="text/csv",
         ),
         400,
-        "expects number",
+        "expects a number",
     )
     status, _ = served.call("POST", path, raw="<a/>", content_type="application/xml")
     assert status == 415

@@ -36,7 +36,7 @@ class Server(UserSide):
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'functions'}"}
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'functions'}:{ROOT / 'sagemaker_jobs'}"}
         for key in ("AWS_ENDPOINT_URL", "MOTO_PORT", "MLPIPE_DATA_DIR", "MLPIPE_STATE_MACHINE_ARN"):
             env.pop(key, None)  # the served process sets up its own stack
         self.proc = subprocess.Popen(

@@ -43,7 +43,7 @@ def test_pipeline_spec_defaults() -> None:
          "model": {"algorithm": "random_forest"}}
     )  # fmt: skip
     assert spec.model_name == "p" and spec.evaluation.test_size == 0.2
-    assert spec.report_metrics == ["rmse", "mae", "r2"]
+    assert spec.report_metrics == []  # none named: the job computes every defined metric
 
 
 def test_endpoint_needs_exactly_one_target() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sklearn.utils._param_validation import InvalidParameterError, make_constraint
 
-from chalicelib import catalog, catalog_gen
-from chalicelib.catalog import HyperparameterError, validate_hyperparameters
+import catalog_gen
+from mlcontract import catalog
+from mlcontract.catalog import HyperparameterError, validate_hyperparameters
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = [(a, t) for a in catalog.ALGORITHMS for t in catalog.TASKS if t in catalog.ESTIMATORS[a]]
@@ -68,7 +69,7 @@ def test_catalog_covers_exactly_the_declared_algorithms():
 
 def test_catalog_module_does_not_import_sklearn():
     code = (
-        "import sys, chalicelib.catalog as c\n"
+        "import sys, mlcontract.catalog as c\n"
         "c.validate_hyperparameters('random_forest', 'classification', {'n_estimators': 5})\n"
         "c.describe()\n"
         "heavy = {'sklearn', 'numpy', 'pandas', 'scipy'} & set(sys.modules)\n"
@@ -77,7 +78,7 @@ def test_catalog_module_does_not_import_sklearn():
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,
-        env={"PYTHONPATH": str(REPO / "functions"), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(REPO / "sagemaker_jobs"), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,

@@ -742,6 +742,12 @@ def test_chalice_package_merge(tmp_path: Path) -> None:
         # No requirements.txt: chalice would download wheels. No cached deployments.
         ignore=shutil.ignore_patterns("__pycache__", "deployments", "requirements.txt", "build"),
     )
+    # deploy.sh vendors the contract package into the Lambda bundle the same way.
+    shutil.copytree(
+        ROOT / "sagemaker_jobs" / "mlcontract",
+        project / "vendor" / "mlcontract",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     (tmp_path / "iac").mkdir()
     shutil.copy(TEMPLATE_PATH, tmp_path / "iac" / "template.yaml")
     (tmp_path / "stepfunctions").mkdir()

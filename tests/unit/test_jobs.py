@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcontract import scoring
 from sagemaker_jobs import evaluate as evaluate_module
 from sagemaker_jobs import inference
 
@@ -323,11 +325,12 @@ def isolated_env(**extra: str) -> dict[str, str]:
     ],
 )
 def test_scripts_run_from_the_shipped_files(tmp_path: Path, script: str, expected: str) -> None:
-    # deploy.sh ships sagemaker_jobs/*.py flat; the scripts find jobkit.py next to them.
+    # deploy.sh ships sagemaker_jobs/*.py flat with the mlcontract package beside them.
     code = tmp_path / "code"
     code.mkdir()
     for path in JOBS_DIR.glob("*.py"):
         shutil.copy(path, code)
+    shutil.copytree(JOBS_DIR / "mlcontract", code / "mlcontract")
     result = subprocess.run(
         [sys.executable, str(code / script), "--bogus"],
         env=isolated_env(SM_OUTPUT_DIR=str(tmp_path / "output")),
@@ -343,8 +346,9 @@ def test_scripts_run_from_the_shipped_files(tmp_path: Path, script: str, expecte
 
 
 def test_inference_is_standalone(tmp_path: Path) -> None:
-    # model.tar.gz holds code/inference.py alone: it must not import its siblings.
+    # model.tar.gz holds code/inference.py with code/mlcontract: nothing else of ours.
     shutil.copy(JOBS_DIR / "inference.py", tmp_path)
+    shutil.copytree(JOBS_DIR / "mlcontract", tmp_path / "mlcontract")
     result = subprocess.run(
         [sys.executable, "-c", "import inference"],
         env=isolated_env(),
@@ -407,7 +411,7 @@ def test_every_mlflow_format_predicts_like_the_pipeline(
 ) -> None:
     body = json.dumps(payloads(sample)[kind])
     frame = inference.input_fn(body.encode(), "application/json; charset=utf-8")
-    assert list(frame.columns) == FEATURES
+    assert list(frame.signature.columns) == FEATURES
     predictions = inference.predict_fn(frame, loaded)
     assert predictions == expected
     assert set(predictions) <= {"yes", "no"}
@@ -432,7 +436,8 @@ def test_predict_fn_validates_frames_built_elsewhere(
     loaded: inference.LoadedModel, sample: dict[str, list[Any]], expected: list[Any]
 ) -> None:
     assert inference.predict_fn(pd.DataFrame(sample), loaded) == expected
-    assert inference.predict_fn(inference.to_frame(records(sample), SIGNATURE), loaded) == expected
+    batch = scoring.parse(json.dumps({"dataframe_records": records(sample)}), None, SIGNATURE)
+    assert loaded.pipeline.predict(inference.to_frame(batch)).tolist() == expected
 
 
 def test_regression_predictions_are_plain_floats() -> None:
@@ -444,7 +449,7 @@ def test_regression_predictions_are_plain_floats() -> None:
         pipeline,
         {"task": "regression", "signature": {"inputs": [{"name": "x", "type": "integer"}]}},
     )
-    frame = inference.input_fn('{"inputs": {"x": [3, "4"]}}', "application/json", model)
+    frame = inference.input_fn('{"inputs": {"x": [3, 4]}}', "application/json", model)
     predictions = inference.predict_fn(frame, model)
     assert all(type(value) is float for value in predictions)
     body, _ = inference.output_fn(predictions, None)
@@ -482,13 +487,16 @@ def test_wrong_type_is_rejected(
     assert "row 4" in str(info.value)
 
 
-def test_numeric_strings_and_nulls_are_accepted(loaded: inference.LoadedModel) -> None:
-    row = {NUMBER: "1.5", COLOUR: None, FLAG: "true", COUNT: "3"}
-    frame = inference.input_fn(json.dumps({"dataframe_records": [row]}), "application/json")
-    assert frame[NUMBER].tolist() == [1.5]
-    assert frame[FLAG].tolist() == [1.0]
-    assert frame[COUNT].tolist() == [3.0]
-    assert len(inference.predict_fn(frame, loaded)) == 1
+def test_json_strings_are_not_numbers_and_nulls_are_missing(loaded: inference.LoadedModel) -> None:
+    # As MLflow's schema enforcement: a JSON string is not a number (CSV text is parsed).
+    row = {NUMBER: "1.5", COLOUR: None, FLAG: True, COUNT: 3}
+    with pytest.raises(ValueError, match="expects a number"):
+        inference.input_fn(json.dumps({"dataframe_records": [row]}), "application/json")
+    row = {NUMBER: float("nan"), COLOUR: None, FLAG: None, COUNT: 3}
+    batch = inference.input_fn(json.dumps({"dataframe_records": [row]}), "application/json")
+    assert math.isnan(batch.columns[NUMBER][0]) and math.isnan(batch.columns[FLAG][0])
+    assert batch.columns[COLOUR] == [None] and batch.columns[COUNT] == [3.0]
+    assert len(inference.predict_fn(batch, loaded)) == 1
 
 
 @pytest.mark.parametrize(
@@ -501,7 +509,7 @@ def test_numeric_strings_and_nulls_are_accepted(loaded: inference.LoadedModel) -
         ('{"instances": []}', "application/json", "no rows"),
         ('{"instances": [[1, 2]]}', "application/json", "4 values"),
         ('{"instances": [{"x": 1}], "extra": 1}', "application/json", "unexpected"),
-        ("a,b\n1,2", "application/x-npy", "unsupported content type"),
+        ("a,b\n1,2", "application/x-npy", "not supported"),
         (b"\xff\xfe", "text/csv", "UTF-8"),
     ],
 )

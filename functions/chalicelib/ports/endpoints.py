@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.ports.objectstore import ObjectStore
+from mlcontract import archive as archive_mod
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a model archive, refusing members that would land outside ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(dest, filter="data")
 
 
 @dataclass
@@ -96,7 +89,7 @@ class LocalEndpointRuntime:
                 )
             tmp = cache_dir.with_suffix(".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            safe_extract(archive, tmp)
+            archive_mod.safe_extract(archive, tmp)
             os.replace(tmp, cache_dir)
             archive.unlink()
         hooks = _import_hooks(cache_dir / "code" / "inference.py", deployment.sha256)

@@ -1,6 +1,6 @@
 """Generate ``algorithms.json`` from the installed scikit-learn (``make catalog``).
 
-    PYTHONPATH=.:functions python -m chalicelib.catalog_gen [--check]
+    python sagemaker_jobs/catalog_gen.py [--check]
 
 Reads each estimator's ``_parameter_constraints`` (the rules its own ``_validate_params``
 enforces) and keeps the forms a JSON value can take. Forms JSON cannot express (callables,
@@ -22,7 +22,7 @@ from typing import Any
 import sklearn
 from sklearn.utils import _param_validation as pv
 
-from chalicelib.catalog import (
+from mlcontract.catalog import (
     ALGORITHMS,
     CATALOG_PATH,
     ESTIMATORS,
@@ -144,7 +144,7 @@ def _encode(raw: Any) -> list[Constraint]:
         return []
     raise ValueError(
         f"unknown scikit-learn constraint {constraint!s} ({type(constraint).__name__}); "
-        "teach chalicelib.catalog_gen how to encode it, or list it as unrepresentable"
+        "teach catalog_gen.py how to encode it, or list it as unrepresentable"
     )
 
 

@@ -2,7 +2,7 @@
 
 The API Lambda cannot carry scikit-learn, so the estimators' real parameter constraints are
 read from ``algorithms.json``, generated from the installed scikit-learn by
-``python -m chalicelib.catalog_gen`` (``make catalog``). A unit test regenerates it and fails
+``python sagemaker_jobs/catalog_gen.py`` (``make catalog``). A unit test regenerates it and fails
 on any difference, so a scikit-learn upgrade cannot silently desynchronise the two.
 
 This module must stay stdlib-only: it is imported by the API process.
