@@ -159,6 +159,19 @@ def compute_metrics(
     return results
 
 
+def artefact_facts(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The sha256 of the model archive this job evaluated (None when it was given unpacked)
+    and the facts from its metadata.json that the registry keeps."""
+    packed = model_dir / "model.tar.gz"
+    return {
+        "sha256": archive.sha256_of(packed) if packed.is_file() else None,
+        "signature": metadata["signature"]["inputs"],
+        "classes": metadata.get("classes"),
+        "dropped_columns": metadata.get("dropped_columns", []),
+        "training_rows": metadata.get("training_rows"),
+    }
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         location = locate_model(Path(args.model_dir), Path(scratch))
@@ -192,7 +205,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             )
 
     metrics = compute_metrics(names, task, pipeline, features, y_true)
-    report = {"metrics": metrics, "rows": len(features), "task": task}
+    report = {
+        "metrics": metrics,
+        "rows": len(features),
+        "task": task,
+        # What Register records on the model version, so it needs no second download.
+        "artefact": artefact_facts(Path(args.model_dir), metadata),
+    }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "evaluation.json").write_text(

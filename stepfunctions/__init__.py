@@ -1,4 +1,12 @@
-"""The pipeline state machine: one ASL file, rendered with function ARNs for each target."""
+"""The pipeline state machine, built from the step registry (``chalicelib.workflow``).
+
+``definition()`` is the ASL as data: Task states come from the registry with one shared Retry
+and Catch policy; the Wait, Choice, Pass and end states that connect them are written here.
+``pipeline.asl.json`` is that definition rendered (``python -m stepfunctions`` rewrites it; a
+test keeps it equal), and is what CloudFormation deploys and the local stack provisions.
+Task resources are ``${<Function>FunctionArn}`` placeholders, substituted with ARNs the way
+CloudFormation's ``DefinitionSubstitutions`` does (``render``).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +15,122 @@ import re
 from pathlib import Path
 from typing import Any
 
+from chalicelib.workflow import BY_STATE, RETRIED_ERRORS, TASKS
+
 DEFINITION_PATH = Path(__file__).with_name("pipeline.asl.json")
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
-# Placeholder -> the Chalice lambda_function name in functions/app.py.
-FUNCTIONS = {
-    "IngestFunctionArn": "ingest",
-    "ValidateFunctionArn": "validate",
-    "SplitFunctionArn": "split",
-    "StartTrainingFunctionArn": "start_training",
-    "CheckTrainingFunctionArn": "check_training",
-    "StartEvaluationFunctionArn": "start_evaluation",
-    "CheckEvaluationFunctionArn": "check_evaluation",
-    "QualityGateFunctionArn": "quality_gate",
-    "RegisterFunctionArn": "register",
-    "DeployFunctionArn": "deploy",
-    "FinishFunctionArn": "finish",
-    "FailRunFunctionArn": "fail_run",
-}
+# Placeholder -> the Chalice lambda_function it names.
+FUNCTIONS: dict[str, str] = {t.placeholder: t.function for t in TASKS}
+
+# A whole day: the longest run we allow (jobs are capped by MLPIPE_MAX_JOB_SECONDS).
+TIMEOUT_SECONDS = 86400
+RETRY: list[dict[str, Any]] = [
+    {
+        "ErrorEquals": list(RETRIED_ERRORS),
+        "IntervalSeconds": 1,
+        "MaxAttempts": 3,
+        "BackoffRate": 2.0,
+    }
+]
+CATCH: list[dict[str, Any]] = [
+    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"}
+]
+
+
+def _task(state: str, next_state: str | None) -> dict[str, Any]:
+    task = BY_STATE[state]
+    body: dict[str, Any] = {
+        "Type": "Task",
+        "Resource": "${" + task.placeholder + "}",
+        "Comment": task.comment,
+        "ResultPath": task.result_path,
+        "Retry": RETRY,
+    }
+    if task.catch:
+        body["Catch"] = CATCH
+    if next_state is None:
+        body["End"] = True
+    else:
+        body["Next"] = next_state
+    return body
+
+
+def _wait(next_state: str) -> dict[str, Any]:
+    return {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": next_state}
+
+
+def _job_done(variable: str, done: str, wait: str) -> dict[str, Any]:
+    return {
+        "Type": "Choice",
+        "Choices": [{"Variable": variable, "StringEquals": "Completed", "Next": done}],
+        "Default": wait,
+    }
+
+
+def definition() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "LoadDataset": _task("LoadDataset", "CleanData"),
+        "CleanData": _task("CleanData", "SplitTrainTest"),
+        "SplitTrainTest": _task("SplitTrainTest", "StartTrainingJob"),
+        "StartTrainingJob": _task("StartTrainingJob", "WaitForTrainingJob"),
+        "WaitForTrainingJob": _wait("CheckTrainingJob"),
+        "CheckTrainingJob": _task("CheckTrainingJob", "TrainingJobDone?"),
+        "TrainingJobDone?": _job_done(
+            "$.train_job.status", "StartEvaluationJob", "WaitForTrainingJob"
+        ),
+        "StartEvaluationJob": _task("StartEvaluationJob", "WaitForEvaluationJob"),
+        "WaitForEvaluationJob": _wait("CheckEvaluationJob"),
+        "CheckEvaluationJob": _task("CheckEvaluationJob", "EvaluationJobDone?"),
+        "EvaluationJobDone?": _job_done(
+            "$.eval_job.status", "ApplyQualityGate", "WaitForEvaluationJob"
+        ),
+        "ApplyQualityGate": _task("ApplyQualityGate", "QualityGatePassed?"),
+        "QualityGatePassed?": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.gate.passed", "BooleanEquals": True, "Next": "RegisterModelVersion"}
+            ],
+            "Default": "QualityGateFailed",
+        },
+        "QualityGateFailed": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "QualityGateFailed",
+                "Cause.$": "States.JsonToString($.gate.failures)",
+            },
+            "ResultPath": "$.error",
+            "Next": "RecordFailure",
+        },
+        "RegisterModelVersion": _task("RegisterModelVersion", "DeployRequested?"),
+        "DeployRequested?": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "Variable": "$.pipeline.deployment.endpoint",
+                    "IsPresent": True,
+                    "Next": "DeployModelVersion",
+                }
+            ],
+            "Default": "RecordSuccess",
+        },
+        "DeployModelVersion": _task("DeployModelVersion", "RecordSuccess"),
+        "RecordSuccess": _task("RecordSuccess", "Succeeded"),
+        "Succeeded": {"Type": "Succeed"},
+        "RecordFailure": _task("RecordFailure", "Failed"),
+        "Failed": {"Type": "Fail", "Error": "PipelineFailed", "Cause": "see the run record"},
+    }
+    return {
+        "Comment": "mlpipe: one generic ML pipeline; the pipeline spec is the execution input. "
+        "Generated from chalicelib/workflow.py by `python -m stepfunctions`; see README.md.",
+        "StartAt": "LoadDataset",
+        "TimeoutSeconds": TIMEOUT_SECONDS,
+        "States": states,
+    }
+
+
+def text() -> str:
+    return json.dumps(definition(), indent=2) + "\n"
 
 
 def placeholders() -> set[str]:
@@ -34,11 +140,11 @@ def placeholders() -> set[str]:
 def render(substitutions: dict[str, str]) -> str:
     """The definition with ``${Name}`` replaced, as CloudFormation's DefinitionSubstitutions
     does on AWS. Unknown or missing names are errors, not silent blanks."""
-    text = DEFINITION_PATH.read_text()
+    source = DEFINITION_PATH.read_text()
     missing = placeholders() - substitutions.keys()
     if missing:
         raise KeyError(f"no value for {sorted(missing)}")
-    return _PLACEHOLDER.sub(lambda m: substitutions[m.group(1)], text)
+    return _PLACEHOLDER.sub(lambda m: substitutions[m.group(1)], source)
 
 
 def load(substitutions: dict[str, str]) -> dict[str, Any]:

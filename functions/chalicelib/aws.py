@@ -10,22 +10,21 @@ from botocore.config import Config
 
 from chalicelib.settings import get_settings
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5)
+CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5)
 
 
 @cache
 def client(service: str) -> Any:
-    """A boto3 client for ``service``.
+    """A boto3 client for ``service`` in the configured region.
 
     The endpoint is left to botocore, which reads ``AWS_ENDPOINT_URL`` and the per-service
     ``AWS_ENDPOINT_URL_<SERVICE>`` (LocalStack for some services, AWS for others); passing
     ``endpoint_url`` here would override the per-service ones.
     """
-    settings = get_settings()
     return boto3.session.Session().client(
         service,  # type: ignore[call-overload]
-        region_name=settings.region,
-        config=_CONFIG,
+        region_name=get_settings().region,
+        config=CONFIG,
     )
 
 

@@ -7,11 +7,12 @@ import binascii
 import csv
 import io
 import json
+import math
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import tables
+from chalicelib import concurrency, tables
 from chalicelib.errors import (
     BadRequestError,
     ConflictError,
@@ -19,7 +20,7 @@ from chalicelib.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from chalicelib.ports.metadata import ConditionFailedError, Write
+from chalicelib.ports import ConditionFailedError, Delete, TooLargeError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
 from chalicelib.timeutil import now_iso
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 MAX_COLUMNS = 2000
 MAX_COLUMN_NAME = 256
 TOP_VALUES = 20
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def _read_source(ports: Ports, req: DatasetCreate) -> bytes:
@@ -58,12 +60,13 @@ def _read_file(ports: Ports, raw_path: str) -> bytes:
         raise BadRequestError("path contains a NUL character")
     candidate = Path(raw_path)
     if not candidate.is_absolute():
-        candidate = roots[0] / candidate if roots else candidate
+        candidate = roots[0] / candidate
     # Resolve symlinks and '..' first, then require the real path to sit under a root.
     resolved = candidate.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         raise BadRequestError(
-            f"path {raw_path!r} is outside the allowed file roots (MLPIPE_FILE_ROOTS)"
+            f"path {raw_path!r} is outside the allowed file roots "
+            f"({', '.join(map(str, roots))}; set MLPIPE_FILE_ROOTS to widen them)"
         )
     if not resolved.is_file():
         raise NotFoundError(f"file {raw_path!r} not found")
@@ -78,20 +81,22 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
         raise BadRequestError("the dataset is empty")
     try:
         if fmt == "csv":
-            _check_csv_header(raw)
-            frame = pd.read_csv(io.BytesIO(raw))
+            _check_csv_rows(raw)
+            # index_col=False: a row with an extra field is an error, never a shifted index.
+            frame = pd.read_csv(io.BytesIO(raw), index_col=False)
         elif fmt == "parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
         elif fmt == "json":
-            records = json.loads(raw)
+            records = _json_loads(raw)
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise BadRequestError("JSON datasets must be an array of objects")
-            frame = pd.DataFrame.from_records(records)
+            frame = _from_records(records)
         else:
-            records = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+            lines = [line for line in raw.decode().splitlines() if line.strip()]
+            records = [_json_loads(line.encode(), i + 1) for i, line in enumerate(lines)]
             if not all(isinstance(r, dict) for r in records):
                 raise BadRequestError("every JSON Lines row must be an object")
-            frame = pd.DataFrame.from_records(records)
+            frame = _from_records(records)
     except BadRequestError:
         raise
     except pd.errors.EmptyDataError:
@@ -99,10 +104,12 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         raise BadRequestError(f"malformed {fmt.upper()}: {str(exc).strip()[:300]}") from None
     except UnicodeDecodeError:
-        raise BadRequestError(f"the {fmt} data is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequestError(f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
-    except (ValueError, OSError) as exc:  # pyarrow raises ArrowInvalid (a ValueError)
+        raise BadRequestError(
+            f"the {fmt} data is not valid UTF-8"
+            + ('; for Parquet say "format": "parquet"' if fmt == "csv" else "")
+        ) from None
+    except (ValueError, OSError, OverflowError, TypeError) as exc:
+        # pyarrow raises ArrowInvalid (a ValueError) and ArrowTypeError (a TypeError)
         raise BadRequestError(f"could not read the {fmt} data: {str(exc)[:300]}") from None
     validate_frame(frame)
     if fmt != "csv":  # CSV cells are always scalars
@@ -110,16 +117,74 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
     return frame
 
 
-def _check_csv_header(raw: bytes) -> None:
-    # pandas silently renames a repeated header ("a", "a.1"); a user would rather know.
-    first = raw[: 1 << 16].decode("utf-8", errors="replace")
+def _json_loads(raw: bytes, line: int | None = None) -> Any:
+    where = f" (line {line})" if line else ""
     try:
-        header = next(csv.reader(io.StringIO(first, newline="")), [])
+        return json.loads(raw, parse_constant=_json_constant)
+    except RecursionError:
+        raise BadRequestError(f"the JSON is nested too deeply{where}") from None
+    except json.JSONDecodeError as exc:
+        at = f"line {line}" if line else f"line {exc.lineno}"
+        raise BadRequestError(f"malformed JSON: {exc.msg} at {at}") from None
+    except ValueError as exc:
+        raise BadRequestError(f"{exc}{where}") from None
+
+
+def _json_constant(name: str) -> Any:
+    if name == "NaN":
+        return None  # a missing value
+    raise ValueError(f"{name} is not a finite number; datasets hold finite numbers only")
+
+
+def _from_records(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A frame from JSON objects: a column of mixed scalar types (true, "x", 3) becomes text;
+    an integer beyond 64 bits is refused (no column type holds it exactly)."""
+    import pandas as pd
+
+    columns: dict[str, list[Any]] = {}
+    for i, record in enumerate(records):
+        for name in record:
+            columns.setdefault(name, [None] * i)
+        for name, values in columns.items():
+            values.append(record.get(name))
+    data: dict[str, Any] = {}
+    for name, values in columns.items():
+        kinds = {type(v) for v in values if v is not None and not isinstance(v, dict | list)}
+        for v in values:
+            if type(v) is int and not INT64[0] <= v <= INT64[1]:
+                raise BadRequestError(
+                    f"column {name[:40]!r} holds the integer {str(v)[:30]}, beyond 64 bits; "
+                    "send it as a string or a float"
+                )
+        numeric = kinds <= {int, float}
+        if len(kinds) > 1 and not numeric:
+            values = [
+                v if v is None or isinstance(v, str | dict | list) else json.dumps(v)
+                for v in values
+            ]
+        data[name] = values
+    return pd.DataFrame(data)
+
+
+def _check_csv_rows(raw: bytes) -> None:
+    """Unique header names, and every row as wide as the header (pandas would shift a row
+    with an extra field into the index, and fill a short row with missing values)."""
+    text = raw.decode("utf-8")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise BadRequestError(f"column names must be unique; repeated: {repeated}")
+        width = len(header)
+        for values in reader:
+            if values and len(values) != width:
+                raise BadRequestError(
+                    f"CSV line {reader.line_num} has {len(values)} fields, the header has "
+                    f"{width}; every row must have one value per column"
+                )
     except csv.Error as exc:
-        raise BadRequestError(f"malformed CSV header: {exc}") from None
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:
-        raise BadRequestError(f"column names must be unique; repeated: {repeated}")
+        raise BadRequestError(f"malformed CSV at line {reader.line_num}: {exc}") from None
 
 
 def validate_frame(frame: pd.DataFrame) -> None:
@@ -160,8 +225,14 @@ def column_type(series: pd.Series) -> str:
     return columns.infer(str(series.dtype), kinds)
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def profile(frame: pd.DataFrame) -> dict[str, Any]:
     """Schema + per-column statistics: the baseline later drift checks compare against."""
+    import numpy as np
+
     columns: list[dict[str, Any]] = []
     for name in frame.columns:
         series = frame[name]
@@ -174,15 +245,16 @@ def profile(frame: pd.DataFrame) -> dict[str, Any]:
         }
         if kind in ("integer", "number") and series.notna().any():
             values = series.astype("float64")
-            q = values.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
+            values = values[np.isfinite(values)]
+            q = values.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).tolist() if len(values) else []
             col.update(
-                min=q[0],
-                p25=q[1],
-                median=q[2],
-                p75=q[3],
-                max=q[4],
-                mean=float(values.mean()),
-                std=float(values.std(ddof=0)),
+                min=_finite(q[0] if q else None),
+                p25=_finite(q[1] if q else None),
+                median=_finite(q[2] if q else None),
+                p75=_finite(q[3] if q else None),
+                max=_finite(q[4] if q else None),
+                mean=_finite(float(values.mean()) if len(values) else None),
+                std=_finite(float(values.std(ddof=0)) if len(values) else None),
             )
         elif kind in ("string", "boolean"):
             top = series.astype("string").value_counts(dropna=True).head(TOP_VALUES)
@@ -233,14 +305,20 @@ def _store_version(
     frame = parse_table(raw, fmt)
     stats = profile(frame)
     data = to_parquet(frame)
-    meta = ports.metadata
-    for _ in range(5):
-        head = meta.get(tables.DATASETS, name)
+    profile_bytes = json.dumps(stats, allow_nan=False).encode()
+    written: list[str] = []
+
+    def attempt() -> dict[str, Any]:
+        head = ports.metadata.get(tables.DATASETS, name)
         version = (head.item["latest_version"] if head else 0) + 1
-        # A unique object per attempt: a writer that loses the race for this version
+        # A unique folder per attempt: a writer that loses the race for this version
         # number deletes only its own bytes, never the winner's.
-        key = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}.parquet"
+        folder = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}"
+        written.append(folder)
+        key = f"{folder}/data.parquet"
         ports.store.put_bytes(key, data)
+        # The profile lives beside the data: with many columns it outgrows a metadata item.
+        ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
         now = now_iso()
         record = {
             "name": name,
@@ -249,10 +327,10 @@ def _store_version(
             "format": fmt,
             "source": {"type": source_type},
             "key": key,
+            "profile_key": f"{folder}/profile.json",
             "uri": ports.store.uri(key),
             "rows": stats["rows"],
             "schema": [{"name": c["name"], "type": c["type"]} for c in stats["columns"]],
-            "profile": stats,
             "bytes": len(data),
             "created_at": now,
         }
@@ -262,18 +340,76 @@ def _store_version(
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }
-        try:
-            meta.put_many(
-                [
-                    Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
-                    Write(tables.DATASETS, name, head_item, head.rev if head else 0),
-                ]
+        ports.metadata.put_many(
+            [
+                Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
+                Write(tables.DATASETS, name, head_item, head.rev if head else 0),
+            ]
+        )
+        written.pop()
+        return record
+
+    try:
+        record: dict[str, Any] = concurrency.retry(attempt, what=f"dataset {name!r}")
+    except TooLargeError:
+        raise PayloadTooLargeError(
+            "the dataset's schema is too large to record; use fewer or shorter column names"
+        ) from None
+    finally:
+        for folder in written:  # attempts that lost a race, or failed: no orphan bytes
+            ports.store.delete_prefix(folder)
+    return summary(record)
+
+
+def get_profile(ports: Ports, record: dict[str, Any]) -> dict[str, Any]:
+    if "profile" in record:  # versions written before profiles moved to the object store
+        return dict(record["profile"])
+    return dict(json.loads(ports.store.get_bytes(record["profile_key"])))
+
+
+def delete(ports: Ports, name: str, version: int | None = None) -> dict[str, Any]:
+    """Delete one version, or the whole dataset. Refused while a pipeline reads it (the
+    whole dataset, or that exact version)."""
+    from chalicelib import pipelines
+
+    head = ports.metadata.get(tables.DATASETS, name)
+    if head is None:
+        raise NotFoundError(f"dataset {name!r} not found")
+    records = list(ports.metadata.query(tables.dataset_versions(name)))
+    if version is not None:
+        records = [r for r in records if r.item["version"] == version]
+        if not records:
+            raise NotFoundError(f"dataset {name!r} has no version {version}")
+    users = pipelines.using_dataset(ports, name, version, int(head.item["latest_version"]))
+    if users:
+        raise ConflictError(
+            f"pipeline(s) {', '.join(sorted(users))} read {name!r}"
+            + (f" v{version}" if version is not None else "")
+            + "; delete or change them first"
+        )
+    remaining = ports.metadata.query(tables.dataset_versions(name))
+    writes: list[Write | Delete] = [
+        Delete(tables.dataset_versions(name), r.sk, r.rev) for r in records
+    ]
+    if len(records) == len(remaining):
+        writes.append(Delete(tables.DATASETS, name, head.rev))
+    else:
+        latest = max(r.item["version"] for r in remaining if r not in records)
+        writes.append(
+            Write(
+                tables.DATASETS,
+                name,
+                {**head.item, "latest_version": latest, "updated_at": now_iso()},
+                head.rev,
             )
-        except ConditionFailedError:
-            ports.store.delete_prefix(key)
-            continue  # someone else took this version number: take the next one
-        return summary(record)
-    raise ConflictError(f"dataset {name!r} is being written concurrently; try again")
+        )
+    try:
+        ports.metadata.put_many(writes)
+    except ConditionFailedError:
+        raise ConflictError(f"dataset {name!r} changed meanwhile; try again") from None
+    for r in records:
+        ports.store.delete_prefix(r.item["key"].rsplit("/", 1)[0])
+    return {"name": name, "deleted_versions": sorted(r.item["version"] for r in records)}
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,18 @@
-"""Endpoints: serve a model version, follow an alias, roll back, answer predictions."""
+"""Endpoints: serve a model version, follow an alias, roll back, answer predictions.
+
+Rules (the README states them for users):
+
+- An endpoint serves one model. It either follows an alias (it serves whatever version the
+  alias points at) or serves a fixed version.
+- The runtime is updated before the alias moves: if the endpoint cannot take the new version
+  (still updating, or the model fails to load), the alias stays where it was and the caller
+  gets a 409.
+- Pipeline deploys only move an alias forward: when runs finish out of order, a run whose
+  version is older than the one already deployed skips its deploy (and says so). Users move
+  aliases anywhere (``PUT /models/{m}/aliases/{a}``) and roll back.
+- ``history`` holds the versions the endpoint really served, in order; rollback serves the
+  one before the current and moves a followed alias back with it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +20,16 @@ import json
 import threading
 from typing import Any
 
-from chalicelib import registry, scoring, tables
-from chalicelib.errors import BadRequestError, ConflictError, NotFoundError
-from chalicelib.ports.endpoints import Deployment, ModelInputError
-from chalicelib.ports.metadata import ConditionFailedError, Write
+from chalicelib import concurrency, registry, scoring, tables
+from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, StepError
+from chalicelib.ports import Deployment, EndpointNotReadyError, ModelInputError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import EndpointCreate
 from chalicelib.timeutil import now_iso
 
-# Signatures of served versions: immutable per (model, version), so cache them per process.
+HISTORY = 50
+
+# Signatures of served versions: immutable per (model, version), so cached per process.
 _signatures: dict[tuple[str, int], list[dict[str, str]]] = {}
 _sig_lock = threading.Lock()
 
@@ -42,16 +57,33 @@ def _public(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get(ports: Ports, name: str) -> dict[str, Any]:
+def _record(ports: Ports, name: str) -> dict[str, Any]:
     rec = ports.metadata.get(tables.ENDPOINTS, name)
     if rec is None:
         raise NotFoundError(f"endpoint {name!r} not found")
-    # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes.
-    return {**_public(rec.item), "status": ports.endpoints.status(name)}
+    return rec.item
+
+
+def get(ports: Ports, name: str) -> dict[str, Any]:
+    item = _record(ports, name)
+    # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes, and a
+    # local one whose model cannot be loaded is Failed.
+    out = {**_public(item), "status": ports.endpoints.status(name)}
+    reason = getattr(ports.endpoints, "failure_reason", lambda _: None)(name)
+    if reason:
+        out["failure_reason"] = reason
+    return out
 
 
 def list_all(ports: Ports) -> list[dict[str, Any]]:
     return [_public(r.item) for r in ports.metadata.query(tables.ENDPOINTS)]
+
+
+def _deploy(ports: Ports, endpoint: str, version: dict[str, Any]) -> None:
+    try:
+        ports.endpoints.deploy(_deployment(endpoint, version))
+    except EndpointNotReadyError as exc:
+        raise ConflictError(f"endpoint {endpoint!r} cannot take a new version now: {exc}") from None
 
 
 def create(ports: Ports, req: EndpointCreate) -> dict[str, Any]:
@@ -63,80 +95,189 @@ def create(ports: Ports, req: EndpointCreate) -> dict[str, Any]:
         else int(req.version or 0)
     )
     version = registry.get_version(ports, req.model, number)
-    ports.endpoints.deploy(_deployment(req.name, version))
-    now = now_iso()
-    item = {
-        "name": req.name,
-        "model": req.model,
-        "alias": req.alias,
-        "version": number,
-        "history": [number],
-        "status": "InService",
-        "created_at": now,
-        "updated_at": now,
-    }
-    try:
+    with _lease(ports, req.name):
+        if ports.metadata.get(tables.ENDPOINTS, req.name) is not None:
+            raise ConflictError(f"endpoint {req.name!r} already exists")
+        _deploy(ports, req.name, version)
+        now = now_iso()
+        item = {
+            "name": req.name, "model": req.model, "alias": req.alias, "version": number,
+            "history": [number], "status": "InService", "created_at": now, "updated_at": now,
+        }  # fmt: skip
         ports.metadata.put(Write(tables.ENDPOINTS, req.name, item, expected_rev=0))
-    except ConditionFailedError:
-        raise ConflictError(f"endpoint {req.name!r} already exists") from None
     return _public(item)
 
 
-def serve_version(
-    ports: Ports, name: str, model: str, number: int, alias: str | None
+def _lease(ports: Ports, name: str) -> Any:
+    """One change to an endpoint at a time (runtime and record together), across processes:
+    concurrent deploys are serialized, so the served history only moves as decided."""
+    return concurrency.lease(ports.metadata, f"endpoint#{name}")
+
+
+def _serve(ports: Ports, name: str, number: int) -> dict[str, Any]:
+    """Make endpoint ``name`` serve v``number`` of its model (runtime first, then the
+    record); history grows only when the served version really changes. Hold its lease."""
+    item = _record(ports, name)
+    if item["version"] == number:
+        return item
+    version = registry.get_version(ports, item["model"], number)
+    _deploy(ports, name, version)
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        if current["version"] == number:
+            return None
+        history = [*current["history"], number][-HISTORY:]
+        return {**current, "version": number, "history": history, "updated_at": now_iso()}
+
+    return concurrency.update(
+        ports.metadata, tables.ENDPOINTS, name, change, what=f"endpoint {name!r}"
+    )
+
+
+def followers(ports: Ports, model: str, alias: str) -> list[str]:
+    return [
+        r.item["name"]
+        for r in ports.metadata.query(tables.ENDPOINTS)
+        if r.item["model"] == model and r.item.get("alias") == alias
+    ]
+
+
+def _follow(ports: Ports, name: str) -> dict[str, Any]:
+    """Serve the version the endpoint's alias points at now (under its lease)."""
+    with _lease(ports, name):
+        item = _record(ports, name)
+        alias = item.get("alias")
+        if not alias:
+            return item
+        return _serve(ports, name, registry.resolve_alias(ports, item["model"], alias))
+
+
+def move_alias(ports: Ports, model: str, alias: str, number: int) -> dict[str, Any]:
+    """A user's alias move (any version, forward or back). Endpoints that follow the alias
+    take the version first; if one cannot, the ones already moved go back and nothing
+    changes (409)."""
+    registry.get_version(ports, model, number)
+    following = followers(ports, model, alias)
+    done: list[tuple[str, int]] = []
+    for name in following:
+        with _lease(ports, name):
+            before = int(_record(ports, name)["version"])
+            try:
+                _serve(ports, name, number)
+            except ConflictError:
+                for moved, served_before in done:
+                    with _lease(ports, moved):
+                        _serve(ports, moved, served_before)
+                raise
+            done.append((name, before))
+    previous, _ = registry.set_alias(ports, model, alias, number)
+    for name in following:  # a concurrent move may have won: follow the alias's last word
+        _follow(ports, name)
+    return {
+        "model": model,
+        "alias": alias,
+        "version": number,
+        "previous_version": previous,
+        "endpoints": following,
+    }
+
+
+def check_pipeline_target(ports: Ports, endpoint: str, model: str) -> None:
+    """A pipeline may deploy only to an endpoint of its own model (or a new one)."""
+    rec = ports.metadata.get(tables.ENDPOINTS, endpoint)
+    if rec is not None and rec.item["model"] != model:
+        raise ConflictError(
+            f"endpoint {endpoint!r} serves model {rec.item['model']!r}, not {model!r}; "
+            "choose another endpoint name"
+        )
+
+
+def deploy_from_pipeline(
+    ports: Ports, name: str, model: str, alias: str, number: int
 ) -> dict[str, Any]:
-    """Make ``name`` serve ``model`` v``number``, creating the endpoint if needed."""
+    """A pipeline's Deploy, under the endpoint's lease: the endpoint takes v``number``,
+    then the alias moves to it — forward only. Returns ``deployed``, or ``skipped`` when a
+    newer version is already deployed (runs that finish out of order never go backwards)."""
+    try:
+        check_pipeline_target(ports, name, model)
+    except ConflictError as exc:
+        raise StepError(exc.message) from None
     version = registry.get_version(ports, model, number)
-    for _ in range(10):
+    with _lease(ports, name):
+        current = registry.get_model(ports, model)["aliases"].get(alias)
+        if current is not None and int(current) > number:
+            return {
+                "status": "skipped",
+                "reason": f"alias {alias!r} already points at the newer v{current}",
+                "alias_version": int(current),
+            }
         rec = ports.metadata.get(tables.ENDPOINTS, name)
-        if rec is not None and rec.item["model"] != model:
-            raise ConflictError(
-                f"endpoint {name!r} serves model {rec.item['model']!r}, not {model!r}"
-            )
-        if rec is not None and rec.item["version"] == number:
-            return _public(rec.item)
-        ports.endpoints.deploy(_deployment(name, version))
-        now = now_iso()
         if rec is None:
+            _deploy(ports, name, version)
+            now = now_iso()
             item = {
                 "name": name, "model": model, "alias": alias, "version": number,
                 "history": [number], "status": "InService", "created_at": now,
                 "updated_at": now,
             }  # fmt: skip
+            ports.metadata.put(Write(tables.ENDPOINTS, name, item, expected_rev=0))
         else:
-            item = {
-                **rec.item,
-                "version": number,
-                "history": [*rec.item["history"], number][-50:],
-                "updated_at": now,
-            }
-        try:
-            ports.metadata.put(Write(tables.ENDPOINTS, name, item, rec.rev if rec else 0))
-        except ConditionFailedError:
-            continue
-        return _public(item)
-    raise ConflictError(f"endpoint {name!r} is being updated concurrently; try again")
+            _serve(ports, name, number)
+        previous, moved = registry.set_alias(ports, model, alias, number, forward_only=True)
+    others = [e for e in followers(ports, model, alias) if e != name]
+    for other in others:
+        _follow(ports, other)
+    if not moved and previous is not None and previous > number:
+        # A user or a pipeline of another endpoint moved the alias further meanwhile.
+        served = _follow(ports, name) if _record(ports, name).get("alias") == alias else None
+        return {
+            "status": "skipped",
+            "reason": f"alias {alias!r} moved to the newer v{previous} meanwhile",
+            "alias_version": previous,
+            "served_version": served["version"] if served else number,
+        }
+    return {
+        "status": "deployed",
+        "alias_version": number,
+        "previous_version": previous,
+        "served_version": number,
+    }
 
 
 def rollback(ports: Ports, name: str) -> dict[str, Any]:
     """Serve the previously served version again; an alias the endpoint follows moves too."""
-    rec = ports.metadata.get(tables.ENDPOINTS, name)
-    if rec is None:
-        raise NotFoundError(f"endpoint {name!r} not found")
-    item = rec.item
-    if len(item["history"]) < 2:
-        raise ConflictError(f"endpoint {name!r} has no previous version to roll back to")
-    current, previous = item["history"][-1], item["history"][-2]
-    version = registry.get_version(ports, item["model"], previous)
-    if item.get("alias"):
-        registry.set_alias(ports, item["model"], item["alias"], previous, expect=current)
-    ports.endpoints.deploy(_deployment(name, version))
-    new = {**item, "version": previous, "history": item["history"][:-1], "updated_at": now_iso()}
-    try:
-        ports.metadata.put(Write(tables.ENDPOINTS, name, new, rec.rev))
-    except ConditionFailedError:
-        raise ConflictError(f"endpoint {name!r} changed during the rollback; retry") from None
+    with _lease(ports, name):
+        item = _record(ports, name)
+        if len(item["history"]) < 2:
+            raise ConflictError(f"endpoint {name!r} has no previous version to roll back to")
+        current, previous = item["history"][-1], item["history"][-2]
+        version = registry.get_version(ports, item["model"], previous)
+        _deploy(ports, name, version)
+        if item.get("alias"):
+            registry.set_alias(ports, item["model"], item["alias"], previous, expect=current)
+
+        def change(cur: dict[str, Any]) -> dict[str, Any]:
+            return {**cur, "version": previous, "history": cur["history"][:-1],
+                    "updated_at": now_iso()}  # fmt: skip
+
+        new = concurrency.update(ports.metadata, tables.ENDPOINTS, name, change, what=name)
     return {**_public(new), "rolled_back_from": current}
+
+
+def delete(ports: Ports, name: str) -> None:
+    with _lease(ports, name):
+        _record(ports, name)
+        ports.endpoints.delete(name)
+        ports.metadata.delete(tables.ENDPOINTS, name)
+
+
+def serving(ports: Ports, model: str, version: int) -> list[str]:
+    """The endpoints that serve ``model`` v``version``."""
+    return [
+        r.item["name"]
+        for r in ports.metadata.query(tables.ENDPOINTS)
+        if r.item["model"] == model and int(r.item["version"]) == version
+    ]
 
 
 def _signature(ports: Ports, model: str, number: int) -> list[dict[str, str]]:
@@ -150,58 +291,14 @@ def _signature(ports: Ports, model: str, number: int) -> list[dict[str, str]]:
 
 
 def invoke(ports: Ports, name: str, body: bytes, content_type: str) -> dict[str, Any]:
-    rec = ports.metadata.get(tables.ENDPOINTS, name)
-    if rec is None:
-        raise NotFoundError(f"endpoint {name!r} not found")
-    model, number = rec.item["model"], int(rec.item["version"])
+    item = _record(ports, name)
+    model, number = item["model"], int(item["version"])
     canonical = scoring.parse(body, content_type, _signature(ports, model, number))
     try:
         raw = ports.endpoints.invoke(name, json.dumps(canonical).encode(), "application/json")
     except ModelInputError as exc:
         raise BadRequestError(f"the model rejected the input: {exc}") from None
+    except EndpointNotReadyError as exc:
+        raise ConflictError(f"endpoint {name!r} cannot serve: {exc}") from None
     result = json.loads(raw)
     return {**result, "model": model, "model_version": number}
-
-
-def _follow(ports: Ports, name: str, model: str, alias: str) -> dict[str, Any]:
-    """Serve the alias's current version on an endpoint that follows it (creating the endpoint
-    if needed). Re-reads the alias after serving, so concurrent moves converge on the last."""
-    for _ in range(10):
-        number = registry.resolve_alias(ports, model, alias)
-        served = serve_version(ports, name, model, number, alias)
-        if registry.resolve_alias(ports, model, alias) == number:
-            return served
-    raise ConflictError(f"alias {alias!r} of {model!r} keeps moving; try again")
-
-
-def move_alias(ports: Ports, model: str, alias: str, number: int) -> dict[str, Any]:
-    """Point an alias at a version; every endpoint that follows the alias serves it next."""
-    previous = registry.set_alias(ports, model, alias, number)
-    moved = [
-        _follow(ports, r.item["name"], model, alias)["name"]
-        for r in ports.metadata.query(tables.ENDPOINTS)
-        if r.item["model"] == model and r.item.get("alias") == alias
-    ]
-    return {
-        "model": model,
-        "alias": alias,
-        "version": number,
-        "previous_version": previous,
-        "endpoints": moved,
-    }
-
-
-def deploy_from_pipeline(
-    ports: Ports, name: str, model: str, alias: str, number: int
-) -> dict[str, Any]:
-    """A pipeline's Deploy: move the alias, then make sure the pipeline's endpoint serves it —
-    created on first deploy (following the alias), or told the version if it follows none."""
-    moved = move_alias(ports, model, alias, number)
-    rec = ports.metadata.get(tables.ENDPOINTS, name)
-    if rec is None:
-        endpoint = _follow(ports, name, model, alias)
-    elif rec.item.get("alias") == alias:
-        endpoint = _public(rec.item)  # move_alias has just made it serve the alias
-    else:
-        endpoint = serve_version(ports, name, model, number, rec.item.get("alias"))
-    return {**endpoint, "previous_version": moved["previous_version"]}

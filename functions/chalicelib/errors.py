@@ -54,3 +54,17 @@ class TransientError(MLPipeError):
     """Worth retrying: the state machine's Retry matches on this name."""
 
     code = "TransientError"
+
+
+class TooManyRequestsError(MLPipeError):
+    """A limit on concurrent work is reached; the caller may retry later."""
+
+    status_code = 429
+    code = "TooManyRequestsError"
+
+
+class InsufficientStorageError(MLPipeError):
+    """The store is full; nothing was written."""
+
+    status_code = 507
+    code = "InsufficientStorageError"

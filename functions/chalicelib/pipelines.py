@@ -6,13 +6,15 @@ from typing import Any
 
 from chalicelib import datasets, tables
 from chalicelib.errors import BadRequestError, ConflictError, NotFoundError
-from chalicelib.ports.metadata import ConditionFailedError, Write
+from chalicelib.ports import ConditionFailedError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DropColumns, DropMissing, PipelineCreate
 from chalicelib.timeutil import now_iso
 
 
-def check_against_schema(spec: PipelineCreate, dataset: dict[str, Any]) -> None:
+def check_against_schema(
+    spec: PipelineCreate, dataset: dict[str, Any], profile: dict[str, Any] | None = None
+) -> None:
     """The columns a pipeline names must exist in the dataset version it will read."""
     columns = {c["name"] for c in dataset["schema"]}
     where = f"dataset {dataset['name']!r} v{dataset['version']}"
@@ -24,10 +26,8 @@ def check_against_schema(spec: PipelineCreate, dataset: dict[str, Any]) -> None:
         if missing:
             raise BadRequestError(f"{step.op}: columns {missing} are not in {where}")
     wants_auc = "roc_auc" in [*spec.evaluation.metrics, *spec.evaluation.thresholds]
-    if wants_auc and dataset.get("profile"):
-        distinct = next(
-            c["distinct"] for c in dataset["profile"]["columns"] if c["name"] == spec.target
-        )
+    if wants_auc and profile is not None:
+        distinct = next(c["distinct"] for c in profile["columns"] if c["name"] == spec.target)
         if distinct != 2:
             raise BadRequestError(
                 f"roc_auc needs a binary target; {spec.target!r} has {distinct} classes in {where}"
@@ -41,8 +41,14 @@ def check_against_schema(spec: PipelineCreate, dataset: dict[str, Any]) -> None:
 
 
 def create(ports: Ports, spec: PipelineCreate) -> dict[str, Any]:
+    from chalicelib import deployment
+
     dataset = datasets.get_version(ports, spec.dataset.name, spec.dataset.version)
-    check_against_schema(spec, dataset)
+    check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
+    if spec.deployment is not None:
+        deployment.check_pipeline_target(
+            ports, spec.deployment.endpoint, spec.model_name or spec.name
+        )
     record = {**spec.model_dump(mode="json"), "created_at": now_iso()}
     try:
         ports.metadata.put(Write(tables.PIPELINES, spec.name, record, expected_rev=0))
@@ -60,3 +66,40 @@ def get(ports: Ports, name: str) -> dict[str, Any]:
 
 def list_all(ports: Ports) -> list[dict[str, Any]]:
     return [r.item for r in ports.metadata.query(tables.PIPELINES)]
+
+
+def load_spec(ports: Ports, name: str) -> PipelineCreate:
+    item = get(ports, name)
+    data = {k: v for k, v in item.items() if k != "created_at"}
+    return PipelineCreate.model_validate(data, context={"trusted": True})
+
+
+def using_dataset(
+    ports: Ports, dataset: str, version: int | None, latest: int | None = None
+) -> list[str]:
+    """Pipelines that read ``dataset``: any of it when ``version`` is None; else the ones
+    pinned to that version, or following the latest when that version is the latest."""
+    users = []
+    for rec in ports.metadata.query(tables.PIPELINES):
+        ref = rec.item["dataset"]
+        if ref["name"] != dataset:
+            continue
+        pinned = ref.get("version")
+        if version is None or pinned == version or (pinned is None and version == latest):
+            users.append(rec.item["name"])
+    return users
+
+
+def delete(ports: Ports, name: str) -> dict[str, Any]:
+    get(ports, name)
+    running = [
+        r.item["run_id"]
+        for r in ports.metadata.query(tables.RUNS)
+        if r.item["pipeline"] == name and r.item["status"] == "RUNNING"
+    ]
+    if running:
+        raise ConflictError(
+            f"pipeline {name!r} has runs in flight ({', '.join(running)}); cancel them first"
+        )
+    ports.metadata.delete(tables.PIPELINES, name)
+    return {"name": name, "deleted": True}

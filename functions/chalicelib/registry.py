@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import tables
+from chalicelib import concurrency, tables
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.ports.metadata import ConditionFailedError, Record, Write
+from chalicelib.ports import Delete, Record, Write
 from chalicelib.runtime import Ports
 from chalicelib.timeutil import now_iso
 
 PUBLIC_VERSION_FIELDS = (
-    "name", "version", "run_id", "pipeline", "task", "algorithm", "hyperparameters",
+    "name", "version", "status", "run_id", "pipeline", "task", "algorithm", "hyperparameters",
     "metrics", "data", "code_version", "artefact_uri", "sha256", "signature", "classes",
     "created_at",
 )  # fmt: skip
@@ -24,13 +24,19 @@ def _head(ports: Ports, name: str) -> Record:
     return head
 
 
-def register(ports: Ports, name: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Allocate the next version number and record it; the head and version move together."""
-    for _ in range(10):
+def register(ports: Ports, name: str, run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Allocate the next version number and record it; the head, the version and the run's
+    claim on it move together, so a retried Register returns the version it made."""
+
+    def attempt() -> dict[str, Any]:
+        claimed = ports.metadata.get(tables.model_runs(name), run_id)
+        if claimed is not None:
+            return get_version(ports, name, int(claimed.item["version"]))
         head = ports.metadata.get(tables.MODELS, name)
         version = (head.item["latest_version"] if head else 0) + 1
         now = now_iso()
-        record = {**fields, "name": name, "version": version, "created_at": now}
+        record = {"status": "READY", **fields, "name": name, "version": version,
+                  "run_id": run_id, "created_at": now}  # fmt: skip
         head_item = {
             "name": name,
             "latest_version": version,
@@ -38,17 +44,17 @@ def register(ports: Ports, name: str, fields: dict[str, Any]) -> dict[str, Any]:
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }
-        try:
-            ports.metadata.put_many(
-                [
-                    Write(tables.model_versions(name), tables.version_sk(version), record, 0),
-                    Write(tables.MODELS, name, head_item, head.rev if head else 0),
-                ]
-            )
-        except ConditionFailedError:
-            continue
+        ports.metadata.put_many(
+            [
+                Write(tables.model_versions(name), tables.version_sk(version), record, 0),
+                Write(tables.MODELS, name, head_item, head.rev if head else 0),
+                Write(tables.model_runs(name), run_id, {"version": version}, 0),
+            ]
+        )
         return record
-    raise ConflictError(f"model {name!r} is being registered concurrently; try again")
+
+    result: dict[str, Any] = concurrency.retry(attempt, what=f"model {name!r}")
+    return result
 
 
 def get_version(ports: Ports, name: str, version: int) -> dict[str, Any]:
@@ -90,29 +96,83 @@ def resolve_alias(ports: Ports, name: str, alias: str) -> int:
 
 
 def set_alias(
-    ports: Ports, name: str, alias: str, version: int, *, expect: int | None = None
-) -> int | None:
-    """Point ``alias`` at ``version``; returns the version it pointed at before.
+    ports: Ports,
+    name: str,
+    alias: str,
+    version: int,
+    *,
+    expect: int | None = None,
+    forward_only: bool = False,
+) -> tuple[int | None, bool]:
+    """Point ``alias`` at ``version``; returns (the version it pointed at before, moved?).
 
     ``expect`` makes the move conditional on the alias's current target (compare-and-set),
-    so two concurrent deploys or a deploy racing a rollback cannot silently overwrite.
+    so a rollback racing a deploy fails instead of overwriting. ``forward_only`` (pipeline
+    deploys) never moves an alias to an older version than it points at: when runs finish
+    out of order, the newest version stays deployed.
     """
     get_version(ports, name, version)
-    for _ in range(10):
-        head = _head(ports, name)
-        previous = head.item["aliases"].get(alias)
-        if expect is not None and previous != expect:
+    previous: list[int | None] = [None]
+    moved = [False]
+
+    def change(item: dict[str, Any]) -> dict[str, Any] | None:
+        current = item["aliases"].get(alias)
+        previous[0] = int(current) if current is not None else None
+        moved[0] = False
+        if expect is not None and current != expect:
             raise ConflictError(
-                f"alias {alias!r} of {name!r} points at v{previous}, expected v{expect}"
+                f"alias {alias!r} of {name!r} points at v{current}, expected v{expect}"
             )
-        item = {
-            **head.item,
-            "aliases": {**head.item["aliases"], alias: version},
-            "updated_at": now_iso(),
-        }
-        try:
-            ports.metadata.put(Write(tables.MODELS, name, item, head.rev))
-        except ConditionFailedError:
-            continue
-        return int(previous) if previous is not None else None
-    raise ConflictError(f"alias {alias!r} of {name!r} is being moved concurrently; try again")
+        if current == version or (forward_only and current is not None and current > version):
+            return None
+        moved[0] = True
+        return {**item, "aliases": {**item["aliases"], alias: version}, "updated_at": now_iso()}
+
+    concurrency.update(ports.metadata, tables.MODELS, name, change, what=f"model {name!r}")
+    return previous[0], moved[0]
+
+
+def delete_alias(ports: Ports, name: str, alias: str) -> None:
+    def change(item: dict[str, Any]) -> dict[str, Any]:
+        if alias not in item["aliases"]:
+            raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+        aliases = {k: v for k, v in item["aliases"].items() if k != alias}
+        return {**item, "aliases": aliases, "updated_at": now_iso()}
+
+    concurrency.update(ports.metadata, tables.MODELS, name, change, what=f"model {name!r}")
+
+
+def delete_version(ports: Ports, name: str, version: int, in_use: list[str]) -> None:
+    """Delete a version (its record and artefacts). Refused (409) while an alias points at
+    it or an endpoint (``in_use``: their names) serves it."""
+    record = get_version(ports, name, version)
+    if in_use:
+        raise ConflictError(
+            f"{name} v{version} is served by endpoint(s) {', '.join(sorted(in_use))}; "
+            "move or delete them first"
+        )
+
+    def attempt() -> None:
+        head = _head(ports, name)
+        aliases = sorted(a for a, v in head.item["aliases"].items() if v == version)
+        if aliases:
+            raise ConflictError(
+                f"{name} v{version} is behind alias(es) {', '.join(aliases)}; move them first"
+            )
+        rec = ports.metadata.get(tables.model_versions(name), tables.version_sk(version))
+        if rec is None:
+            return
+        ports.metadata.put_many(
+            [
+                Delete(tables.model_versions(name), tables.version_sk(version), rec.rev),
+                Write(tables.MODELS, name, {**head.item, "updated_at": now_iso()}, head.rev),
+            ]
+        )
+
+    concurrency.retry(attempt, what=f"model {name!r}")
+    run_id = record.get("run_id")
+    if run_id:
+        ports.metadata.delete(tables.model_runs(name), run_id)
+    key = record.get("artefact_key")
+    if isinstance(key, str) and key.endswith("/model.tar.gz"):
+        ports.store.delete_prefix(key)

@@ -1,4 +1,10 @@
-"""Runs: one Step Functions execution of a pipeline, with a per-step status record."""
+"""Runs: one orchestrator execution of a pipeline, with a per-step status record.
+
+A run is ``RUNNING`` until it ends ``SUCCEEDED``, ``FAILED`` (its ``error`` names the step
+and the reason) or ``ABORTED`` (cancelled). At most ``MLPIPE_MAX_CONCURRENT_RUNS`` runs are in
+flight at once: the set of active runs is one record, changed with the run records in one
+transaction, so two starts cannot both take the last slot.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +12,47 @@ import contextlib
 import json
 import logging
 import uuid
-from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib import datasets, pipelines, tables
-from chalicelib.errors import ConflictError, NotFoundError, ServiceUnavailableError
-from chalicelib.ports.metadata import ConditionFailedError, Write
+from chalicelib import concurrency, datasets, pipelines, tables, workflow
+from chalicelib.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
+from chalicelib.ports import (
+    TERMINAL_EVENTS,
+    ExecutionNotFoundError,
+    OrchestratorUnavailableError,
+    Write,
+)
 from chalicelib.runtime import Ports
 from chalicelib.schemas import PipelineCreate, RunCreate
 from chalicelib.timeutil import now_iso
 
-# The user-visible steps, in order. The state machine's states map onto these.
-STEPS = (
-    "ingest", "validate", "split", "train", "evaluate", "quality_gate", "register", "deploy",
-)  # fmt: skip
-TERMINAL = ("SUCCEEDED", "FAILED")
+TERMINAL = ("SUCCEEDED", "FAILED", "ABORTED")
+STEP_DONE = ("SUCCEEDED", "FAILED", "SKIPPED", "ABORTED")
 log = logging.getLogger("mlpipe.runs")
 
 
+def history_key(run_id: str) -> str:
+    return f"runs/{run_id}/history.json"
+
+
+# --- starting ------------------------------------------------------------------------------
+
+
 def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
-    spec_item = pipelines.get(ports, pipeline_name)
-    spec = PipelineCreate.model_validate({k: v for k, v in spec_item.items() if k != "created_at"})
+    spec = pipelines.load_spec(ports, pipeline_name)
     version = body.dataset_version or spec.dataset.version
     dataset = datasets.get_version(ports, spec.dataset.name, version)
-    pipelines.check_against_schema(spec, dataset)
+    if dataset["status"] != "READY":
+        raise ConflictError(
+            f"dataset {dataset['name']!r} v{dataset['version']} is {dataset['status']}"
+        )
+    pipelines.check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
     run_id = uuid.uuid4().hex
     now = now_iso()
     record: dict[str, Any] = {
@@ -39,7 +60,8 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
         "pipeline": pipeline_name,
         "status": "RUNNING",
         "steps": [
-            {"name": s, "status": "PENDING", "started_at": None, "ended_at": None} for s in STEPS
+            {"name": s, "status": "PENDING", "started_at": None, "ended_at": None}
+            for s in workflow.RUN_STEPS
         ],
         "dataset": {"name": dataset["name"], "version": dataset["version"]},
         "metrics": {},
@@ -49,7 +71,7 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
         "updated_at": now,
         "ended_at": None,
     }
-    ports.metadata.put(Write(tables.RUNS, run_id, record, expected_rev=0))
+    _admit(ports, record)
     execution_input = {
         "run_id": run_id,
         "pipeline": spec.model_dump(mode="json"),
@@ -58,196 +80,271 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
         "train_attempt": 1,
     }
     try:
-        resp = ports.stepfunctions.start_execution(
-            stateMachineArn=ports.settings.state_machine_arn,
-            name=run_id,
-            input=json.dumps(execution_input),
-        )
-    except (ClientError, BotoCoreError) as exc:
+        arn = ports.orchestrator.start(run_id, execution_input)
+    except OrchestratorUnavailableError as exc:
         log.error("StartExecution failed for run %s: %s", run_id, exc)
         message = "the orchestrator could not start this run; try again"
-        fail(ports, run_id, {"step": None, "type": "ServiceUnavailableError", "message": message})
+        end(
+            ports,
+            run_id,
+            "FAILED",
+            {"step": None, "type": "ServiceUnavailableError", "message": message},
+        )
         raise ServiceUnavailableError(message) from None
-    update(ports, run_id, execution_arn=resp["executionArn"])
+    update(ports, run_id, execution_arn=arn)
     return {"run_id": run_id, "status": "RUNNING", "pipeline": pipeline_name}
 
 
-def _load(ports: Ports, run_id: str) -> tuple[dict[str, Any], int]:
+def _admit(ports: Ports, record: dict[str, Any]) -> None:
+    """Create the run and take a slot, atomically; 429 when every slot is taken."""
+    limit = ports.settings.max_concurrent_runs
+
+    def attempt() -> None:
+        slots = ports.metadata.get(tables.ACTIVE_RUNS, tables.ACTIVE_RUNS_SK)
+        active: list[str] = list(slots.item["runs"]) if slots else []
+        if len(active) >= limit:
+            active = [r for r in active if _still_running(ports, r)]  # heal leaked slots
+            if len(active) >= limit:
+                raise TooManyRequestsError(
+                    f"{len(active)} runs are in flight, the limit is {limit} "
+                    "(MLPIPE_MAX_CONCURRENT_RUNS); try again when one has ended"
+                )
+        taken = {"runs": [*active, record["run_id"]]}
+        ports.metadata.put_many(
+            [
+                Write(tables.ACTIVE_RUNS, tables.ACTIVE_RUNS_SK, taken, slots.rev if slots else 0),
+                Write(tables.RUNS, record["run_id"], record, expected_rev=0),
+            ]
+        )
+
+    concurrency.retry(attempt, what="the set of active runs")
+
+
+def _still_running(ports: Ports, run_id: str) -> bool:
+    rec = ports.metadata.get(tables.RUNS, run_id)
+    return rec is not None and rec.item["status"] == "RUNNING"
+
+
+def _release(ports: Ports, run_id: str) -> None:
+    def change(item: dict[str, Any]) -> dict[str, Any] | None:
+        if run_id not in item["runs"]:
+            return None
+        return {"runs": [r for r in item["runs"] if r != run_id]}
+
+    with contextlib.suppress(NotFoundError):
+        concurrency.update(
+            ports.metadata, tables.ACTIVE_RUNS, tables.ACTIVE_RUNS_SK, change, what="active runs"
+        )
+
+
+# --- recording -----------------------------------------------------------------------------
+
+
+def _load(ports: Ports, run_id: str) -> dict[str, Any]:
     rec = ports.metadata.get(tables.RUNS, run_id)
     if rec is None:
         raise NotFoundError(f"run {run_id!r} not found")
-    return rec.item, rec.rev
+    return rec.item
 
 
-def _mutate(ports: Ports, run_id: str, change: Any) -> dict[str, Any]:
-    """Read-modify-write with a revision check: step handlers and the API may race."""
-    for _ in range(20):
-        item, rev = _load(ports, run_id)
-        new = change(dict(item))
-        if new is None:
-            return item
-        new["updated_at"] = now_iso()
-        try:
-            ports.metadata.put(Write(tables.RUNS, run_id, new, rev))
-        except ConditionFailedError:
-            continue
-        return dict(new)
-    raise ConflictError(f"run {run_id!r} is being updated concurrently")
+def _mutate(ports: Ports, run_id: str, change: concurrency.Change) -> dict[str, Any]:
+    def stamped(item: dict[str, Any]) -> dict[str, Any] | None:
+        new = change(item)
+        if new is not None:
+            new["updated_at"] = now_iso()
+        return new
+
+    return concurrency.update(ports.metadata, tables.RUNS, run_id, stamped, what=f"run {run_id!r}")
 
 
 def update(ports: Ports, run_id: str, **fields: Any) -> dict[str, Any]:
     return _mutate(ports, run_id, lambda item: {**item, **fields})
 
 
-def set_step(ports: Ports, run_id: str, step: str, status: str, **detail: Any) -> None:
-    def change(item: dict[str, Any]) -> dict[str, Any] | None:
-        if item["status"] in TERMINAL:
-            return None  # a finished run's record is final
-        steps = []
-        for s in item["steps"]:
-            if s["name"] == step:
-                s = {**s, "status": status, **detail}
-                if status == "RUNNING" and not s.get("started_at"):
-                    s["started_at"] = now_iso()
-                if status in ("SUCCEEDED", "FAILED", "SKIPPED"):
-                    s["ended_at"] = now_iso()
-            steps.append(s)
-        return {**item, "steps": steps}
+def record_step(
+    ports: Ports,
+    run_id: str,
+    step: str,
+    status: str,
+    *,
+    started_at: str | None = None,
+    run_fields: dict[str, Any] | None = None,
+    **detail: Any,
+) -> None:
+    """One write per step: its status, times and detail (and any run-level fields, such as
+    the metrics or the model). A run that has ended is final and is not touched."""
 
-    _mutate(ports, run_id, change)
-
-
-def fail(ports: Ports, run_id: str, error: dict[str, Any]) -> dict[str, Any]:
     def change(item: dict[str, Any]) -> dict[str, Any] | None:
         if item["status"] in TERMINAL:
             return None
         now = now_iso()
         steps = []
-        failed_step = error.get("step")
         for s in item["steps"]:
-            if s["status"] == "RUNNING" or (failed_step and s["name"] == failed_step):
-                s = {**s, "status": "FAILED", "ended_at": now, "started_at": s["started_at"] or now}
-                error["step"] = error.get("step") or s["name"]
-            elif s["status"] == "PENDING":
-                s = {**s, "status": "SKIPPED"}
+            if s["name"] == step:
+                s = {**s, "status": status, **detail}
+                s["started_at"] = s.get("started_at") or started_at or now
+                if status in STEP_DONE:
+                    s["ended_at"] = now
             steps.append(s)
-        return {**item, "status": "FAILED", "steps": steps, "error": error, "ended_at": now}
+        return {**item, **(run_fields or {}), "steps": steps}
 
-    return _mutate(ports, run_id, change)
+    _mutate(ports, run_id, change)
 
 
-def succeed(ports: Ports, run_id: str) -> dict[str, Any]:
+def end(
+    ports: Ports, run_id: str, status: str, error: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """End a run: SUCCEEDED, FAILED (with ``error``: step, type, message) or ABORTED. The
+    failing step is the one named in ``error``, else the one still RUNNING; steps that never
+    started are SKIPPED. Ending an ended run changes nothing."""
+
     def change(item: dict[str, Any]) -> dict[str, Any] | None:
         if item["status"] in TERMINAL:
             return None
-        steps = [
-            {**s, "status": "SKIPPED"} if s["status"] == "PENDING" else s for s in item["steps"]
-        ]
-        return {**item, "status": "SUCCEEDED", "steps": steps, "ended_at": now_iso()}
+        now = now_iso()
+        failed_step = (error or {}).get("step")
+        if status != "SUCCEEDED" and failed_step is None:
+            running = [s["name"] for s in item["steps"] if s["status"] in ("RUNNING", "FAILED")]
+            failed_step = running[0] if running else None
+        steps = []
+        for s in item["steps"]:
+            if s["name"] == failed_step and status != "SUCCEEDED":
+                s = {
+                    **s,
+                    "status": "ABORTED" if status == "ABORTED" else "FAILED",
+                    "started_at": s["started_at"] or now,
+                    "ended_at": now,
+                }
+            elif s["status"] == "PENDING":
+                s = {**s, "status": "SKIPPED"}
+            steps.append(s)
+        new = {**item, "status": status, "steps": steps, "ended_at": now}
+        if error is not None:
+            new["error"] = {**error, "step": failed_step}
+        return new
 
-    return _mutate(ports, run_id, change)
+    item = _mutate(ports, run_id, change)
+    _release(ports, run_id)
+    return item
 
 
-def get(ports: Ports, run_id: str) -> dict[str, Any]:
-    item, _ = _load(ports, run_id)
-    if item["status"] == "RUNNING" and item.get("execution_arn"):
-        item = _reconcile(ports, item)
+# --- reading -------------------------------------------------------------------------------
+
+
+def public(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "execution_arn"}
 
 
+def get(ports: Ports, run_id: str) -> dict[str, Any]:
+    item = _load(ports, run_id)
+    if item["status"] == "RUNNING" and item.get("execution_arn"):
+        item = _reconcile(ports, item)
+    return public(item)
+
+
 def _reconcile(ports: Ports, item: dict[str, Any]) -> dict[str, Any]:
-    """An execution that ended without reaching our failure handler (aborted, timed out, or
-    lost with the local stack) must not leave its run RUNNING forever."""
+    """An execution that ended without reaching our failure recorder (aborted, timed out,
+    or lost with the local stack) must not leave its run RUNNING forever."""
     try:
-        desc = ports.stepfunctions.describe_execution(executionArn=item["execution_arn"])
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
-            return item
-        desc = {"status": "LOST"}
-    status = desc["status"]
+        status = ports.orchestrator.status(item["execution_arn"])
+    except OrchestratorUnavailableError:
+        return item
     if status in ("RUNNING", "SUCCEEDED"):
-        return item  # SUCCEEDED: the final handler has written (or is writing) the record
+        return item  # SUCCEEDED: the final step has written (or is writing) the record
+    if status == "ABORTED":
+        return end(ports, item["run_id"], "ABORTED", _aborted("the execution was stopped"))
     message = {
         "LOST": "the orchestrator no longer knows this execution (the stack was restarted)",
-        "ABORTED": "the execution was aborted",
         "TIMED_OUT": "the execution timed out",
     }.get(status, f"the execution ended with status {status}")
-    return fail(ports, item["run_id"], {"step": None, "type": "Interrupted", "message": message})
+    return end(ports, item["run_id"], "FAILED", {"step": None, "type": "Interrupted",
+                                                 "message": message})  # fmt: skip
+
+
+def _aborted(message: str) -> dict[str, Any]:
+    return {"step": None, "type": "Cancelled", "message": message}
 
 
 def list_for_pipeline(ports: Ports, pipeline: str) -> list[dict[str, Any]]:
     pipelines.get(ports, pipeline)
     runs = [r.item for r in ports.metadata.query(tables.RUNS) if r.item["pipeline"] == pipeline]
-    runs.sort(key=lambda r: r["created_at"], reverse=True)
+    runs.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
     return [
         {k: r[k] for k in ("run_id", "status", "created_at", "ended_at", "model")} for r in runs
     ]
 
 
-def _history_key(run_id: str) -> str:
-    return f"runs/{run_id}/history.json"
-
-
-def events(ports: Ports, run_id: str) -> list[dict[str, Any]]:
-    """The execution history. Once the run has ended it is kept beside the run's artefacts,
-    so it outlives the orchestrator's own retention (and the local stack's memory)."""
-    item, _ = _load(ports, run_id)
+def events(ports: Ports, run_id: str, token: str | None = None, limit: int = 100) -> dict[str, Any]:
+    """One page of the execution history: ``{"events", "next_token"}``. Histories kept in
+    the object store (the local stack saves each as its run goes) are read from there."""
+    item = _load(ports, run_id)
     arn = item.get("execution_arn")
     if not arn:
-        return []
-    key = _history_key(run_id)
-    if item["status"] in TERMINAL and ports.store.exists(key):
-        return list(json.loads(ports.store.get_bytes(key)))
-    out: list[dict[str, Any]] = []
+        return {"events": [], "next_token": None}
+    key = history_key(run_id)
+    saved: list[dict[str, Any]] | None = None
+    if ports.store.exists(key):
+        saved = json.loads(ports.store.get_bytes(key))
+        if saved and saved[-1]["type"] in TERMINAL_EVENTS:
+            return _page(saved, token, limit)
     try:
-        pages = ports.stepfunctions.get_paginator("get_execution_history").paginate(
-            executionArn=arn
-        )
-        for page in pages:
-            for event in page["events"]:
-                out.append({k: _jsonable(v) for k, v in event.items()})
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
-            raise NotFoundError(
-                f"the execution history of run {run_id!r} is no longer available"
+        page = ports.orchestrator.history(arn, token, limit)
+    except ExecutionNotFoundError:
+        if saved is not None:  # the orchestrator lost it (a restart): what was kept
+            return _page(saved, token, limit)
+        raise NotFoundError(
+            f"the execution history of run {run_id!r} is no longer available"
+        ) from None
+    except ValueError:
+        raise BadRequestError("next_token is not valid for this run") from None
+    whole = token is None and page.next_token is None
+    if whole and page.events and page.events[-1]["type"] in TERMINAL_EVENTS:
+        # An ended execution read whole: keep it beside the run's artefacts, so it outlives
+        # the orchestrator's retention (and the local stack's memory).
+        ports.store.put_bytes(key, json.dumps(page.events).encode())
+    return {"events": page.events, "next_token": page.next_token}
+
+
+def _page(events: list[dict[str, Any]], token: str | None, limit: int) -> dict[str, Any]:
+    start_at = _offset(token)
+    more = start_at + limit < len(events)
+    return {"events": events[start_at : start_at + limit],
+            "next_token": str(start_at + limit) if more else None}  # fmt: skip
+
+
+def _offset(token: str | None) -> int:
+    if token is None:
+        return 0
+    if not token.isdigit():
+        raise BadRequestError("next_token is not valid for this run")
+    return int(token)
+
+
+# --- cancelling ----------------------------------------------------------------------------
+
+
+def cancel(ports: Ports, run_id: str) -> dict[str, Any]:
+    """Stop the execution and the job it waits on; the run ends ABORTED."""
+    item = _load(ports, run_id)
+    if item["status"] in TERMINAL:
+        raise ConflictError(f"run {run_id!r} has already ended ({item['status']})")
+    if item.get("execution_arn"):
+        try:
+            ports.orchestrator.stop(item["execution_arn"], "cancelled through the API")
+        except ExecutionNotFoundError:
+            pass  # lost with a restarted stack: nothing left to stop
+        except OrchestratorUnavailableError:
+            raise ServiceUnavailableError(
+                "the orchestrator could not stop this run; try again"
             ) from None
-        raise
-    if out and out[-1]["type"] in ("ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted",
-                                   "ExecutionTimedOut"):  # fmt: skip
-        ports.store.put_bytes(key, json.dumps(out).encode())
-    return out
+    for s in item["steps"]:
+        job = s.get("job")
+        if s["status"] == "RUNNING" and isinstance(job, dict):
+            ports.jobs.stop(job["name"], job["kind"])
+    return public(end(ports, run_id, "ABORTED", _aborted("cancelled through the API")))
 
 
-def keep_histories(ports: Ports) -> None:
-    """Save the history of every ended run (before a local stop); saved ones are skipped."""
-    for rec in ports.metadata.query(tables.RUNS):
-        run = rec.item
-        if run["status"] in TERMINAL and run.get("execution_arn"):
-            with contextlib.suppress(NotFoundError):  # already gone from the orchestrator
-                events(ports, run["run_id"])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
-def mark_interrupted(ports: Ports) -> int:
-    """On local start-up: runs that were in flight when the stack stopped cannot finish."""
-    count = 0
-    for rec in ports.metadata.query(tables.RUNS):
-        if rec.item["status"] == "RUNNING":
-            fail(
-                ports,
-                rec.item["run_id"],
-                {
-                    "step": None,
-                    "type": "Interrupted",
-                    "message": "the local stack stopped while this run was in flight",
-                },
-            )
-            count += 1
-    return count
+def spec_of(event: dict[str, Any]) -> PipelineCreate:
+    """The pipeline spec in an execution input. It was validated when the run started, so
+    it is read without re-validating the catalog (the execution input is ours)."""
+    return PipelineCreate.model_validate(event["pipeline"], context={"trusted": True})

@@ -1,20 +1,19 @@
-"""Wires each port to its implementation for the active profile. Built lazily, once."""
+"""Wiring: which implementation serves each port. One explicit factory per target.
+
+On AWS (``MLPIPE_PROFILE=aws``) the ports are built here, lazily, from the settings. The
+embedded local stack builds its own ports (``iac/local/stack.py``) and installs them with
+``install``; nothing in this package imports the local implementations, so they never ship
+in a Lambda bundle.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from chalicelib import aws
-from chalicelib.ports.endpoints import (
-    EndpointRuntime,
-    LocalEndpointRuntime,
-    SageMakerEndpointRuntime,
-)
-from chalicelib.ports.jobs import JobRunner, LocalJobRunner, SageMakerJobRunner
-from chalicelib.ports.metadata import DynamoMetadata, MetadataStore, SqliteMetadata
-from chalicelib.ports.objectstore import FileObjectStore, ObjectStore, S3ObjectStore
+from chalicelib.errors import ServiceUnavailableError
+from chalicelib.ports import EndpointRuntime, JobRunner, MetadataStore, ObjectStore, Orchestrator
 from chalicelib.settings import Settings, get_settings
 
 
@@ -25,24 +24,15 @@ class Ports:
     metadata: MetadataStore
     jobs: JobRunner
     endpoints: EndpointRuntime
-
-    @property
-    def stepfunctions(self) -> Any:
-        # The orchestrator port is the Step Functions API itself; locally it is served by
-        # the embedded moto server (AWS_ENDPOINT_URL), so there is one implementation.
-        return aws.client("stepfunctions")
+    orchestrator: Orchestrator
 
 
-def build_ports(settings: Settings) -> Ports:
-    if settings.profile == "local":
-        store: ObjectStore = FileObjectStore(settings.objects_dir)
-        return Ports(
-            settings=settings,
-            store=store,
-            metadata=SqliteMetadata(settings.metadata_path),
-            jobs=LocalJobRunner(settings.jobs_dir, store),
-            endpoints=LocalEndpointRuntime(settings.data_dir / "endpoints", store),
-        )
+def build_aws_ports(settings: Settings) -> Ports:
+    from chalicelib.adapters.dynamodb import DynamoMetadata
+    from chalicelib.adapters.s3 import S3ObjectStore
+    from chalicelib.adapters.sagemaker import SageMakerEndpointRuntime, SageMakerJobRunner
+    from chalicelib.adapters.stepfunctions import StepFunctionsOrchestrator
+
     store = S3ObjectStore(settings.bucket, aws.client("s3"))
     return Ports(
         settings=settings,
@@ -64,6 +54,9 @@ def build_ports(settings: Settings) -> Ports:
             image_uri=settings.sklearn_image_uri,
             instance_type=settings.endpoint_instance_type,
         ),
+        orchestrator=StepFunctionsOrchestrator(
+            settings.state_machine_arn, aws.client("stepfunctions")
+        ),
     )
 
 
@@ -76,14 +69,17 @@ def ports() -> Ports:
     if _ports is None:
         with _lock:
             if _ports is None:
-                _ports = build_ports(get_settings())
+                settings = get_settings()
+                if settings.profile != "aws":
+                    raise ServiceUnavailableError(
+                        "the local stack is not running (start it with `make run`)"
+                    )
+                _ports = build_aws_ports(settings)
     return _ports
 
 
-def reset_ports() -> None:
-    """Forget the wired ports (tests, stack restarts); the local job launcher is stopped."""
+def install(wired: Ports | None) -> None:
+    """Use ``wired`` for every request and step in this process (None: forget them)."""
     global _ports
     with _lock:
-        if _ports is not None and isinstance(_ports.jobs, LocalJobRunner):
-            _ports.jobs.close()
-        _ports = None
+        _ports = wired

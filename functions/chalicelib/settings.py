@@ -33,17 +33,29 @@ class Settings(BaseSettings):
     training_instance_type: str = "ml.m5.large"
     endpoint_instance_type: str = "ml.t2.medium"
 
-    # Seconds the state machine waits between job status checks. Locally 0: the local job
-    # runner's describe long-polls instead, so the loop neither spins nor bloats the history.
-    poll_seconds: int = Field(default=0, ge=0, le=3600)
-    # How long one describe call may block waiting for a local job to finish.
+    # Seconds the state machine waits between job status checks (AWS: 30, so a 24 h job
+    # is 2,880 polls and ~8,700 history events, well under the 25,000 limit). The local
+    # stack sets 0: its job runner's describe long-polls instead (job_long_poll_seconds).
+    poll_seconds: int = Field(default=30, ge=0, le=3600)
     job_long_poll_seconds: float = Field(default=5.0, ge=0, le=60)
 
+    # Limits. Runs in flight at once (429 beyond); wall time of one training or evaluation
+    # job (the run fails with MaxRuntimeExceeded past it).
+    max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
+    max_job_seconds: int = Field(default=3600, ge=60, le=5 * 24 * 3600)
+
     # Directories a "file" dataset source may read from, ':'-separated. Nothing else is
-    # readable through the API. Default: the directory the server was started in.
-    file_roots: str = Field(default_factory=lambda: str(Path.cwd()))
-    # aws profile: the S3 prefix holding the job scripts (sourcedir.tar.gz + raw files) and
-    # the version recorded on each model (set by the deploy script).
+    # readable through the API. Default: <data dir>/files (put or link files there).
+    file_roots: str = ""
+
+    # The embedded local stack's AWS endpoint (Step Functions, Lambda, S3 on loopback),
+    # which the AWS CLI can be pointed at (`--endpoint-url http://127.0.0.1:4510`).
+    aws_port: int = Field(default=4510, ge=0, le=65535)
+    # The AWS endpoint this service talks to, reported by GET /health: the embedded one
+    # locally (set by the local stack); on AWS, unset.
+    aws_endpoint_url: str | None = None
+    # The S3 prefix holding the job scripts (sourcedir.tar.gz + raw files) and the version
+    # recorded on each model: set by the deploy script on AWS, by the local stack offline.
     code_prefix: str = "code/current"
     code_version: str = "unknown"
 
@@ -52,7 +64,8 @@ class Settings(BaseSettings):
 
     @property
     def allowed_file_roots(self) -> list[Path]:
-        return [Path(p).resolve() for p in self.file_roots.split(":") if p]
+        roots = [p for p in self.file_roots.split(":") if p]
+        return [Path(p).resolve() for p in roots] or [(self.data_dir / "files").resolve()]
 
     @property
     def metadata_path(self) -> Path:

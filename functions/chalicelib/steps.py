@@ -1,53 +1,137 @@
-"""The state machine's Lambda steps. Each takes the state input and returns its result.
+"""The state machine's Lambda steps (see ``workflow.py`` for the registry).
 
-Every step records its status on the run, so ``GET /runs/{id}`` shows progress without
-reading the execution history. A step raises ``StepError`` for failures a user can act on;
-the state machine's Catch hands those to ``fail_run``.
+Each handler takes a ``StepContext`` (the ports, the state input and the pipeline spec, parsed
+once) and returns a ``StepResult``: the output for the state machine and, at most once per
+step, what to record on the run. The ``task`` wrapper does the recording — one write per step
+— turns passing trouble into ``TransientError`` (which the state machine retries) and marks
+the step FAILED before a real error goes to the failure recorder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
-from pathlib import Path
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from chalicelib import datasets, deployment, registry, runs
-from chalicelib.errors import StepError
-from chalicelib.ports.endpoints import sha256_of
-from chalicelib.ports.jobs import JOBS_SOURCE_DIR, JobKind, JobSpec
+from chalicelib import datasets, deployment, registry, runs, workflow
+from chalicelib.errors import MLPipeError, StepError, TransientError
+from chalicelib.ports import JobKind, JobSpec, TooLargeError
 from chalicelib.preprocessing import clean, split
-from chalicelib.runtime import Ports
+from chalicelib.runtime import Ports, ports
 from chalicelib.schemas import PipelineCreate
-from mlcontract import archive as archive_mod
+from chalicelib.timeutil import now_iso
 from mlcontract import metrics as metrics_mod
+
+log = logging.getLogger("mlpipe.steps")
 
 # Errors whose messages we wrote for users; anything else is a bug whose details stay in logs.
 USER_FACING_ERRORS = frozenset(
     {
         "StepError", "QualityGateFailed", "ConflictError", "NotFoundError", "BadRequestError",
-        "PayloadTooLargeError", "TransientError", "States.Timeout",
+        "PayloadTooLargeError", "TransientError", "States.Timeout", "InsufficientStorageError",
     }
 )  # fmt: skip
 
 
-def transient(exc: Exception) -> bool:
+@dataclass
+class StepContext:
+    ports: Ports
+    event: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.event["run_id"])
+
+    @property
+    def prefix(self) -> str:
+        return f"runs/{self.run_id}"
+
+    @cached_property
+    def spec(self) -> PipelineCreate:
+        return runs.spec_of(self.event)
+
+
+@dataclass
+class StepResult:
+    output: dict[str, Any]
+    # The run step's new status (None: nothing to record this time) and its detail.
+    status: str | None = "SUCCEEDED"
+    detail: dict[str, Any] = field(default_factory=dict)
+    run_fields: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[StepContext], StepResult]
+HANDLERS: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {}
+
+
+def transient(exc: BaseException) -> bool:
     """Worth a retry by the state machine: throttling, timeouts, a busy SQLite file."""
-    import sqlite3
-
-    from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
-
-    if isinstance(exc, ConnectionError | ReadTimeoutError):
+    if isinstance(exc, TransientError):
         return True
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    # botocore's retryable errors, by class name: this module does not import botocore.
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"ConnectionError", "ReadTimeoutError", "ConnectTimeoutError"}:
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code", "")
         return code in {
             "Throttling", "ThrottlingException", "TooManyRequestsException",
             "ProvisionedThroughputExceededException", "RequestLimitExceeded",
             "ServiceUnavailable", "InternalServerError", "InternalFailure", "SlowDown",
         }  # fmt: skip
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+    return False
+
+
+def task(function: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the Lambda ``function`` of the registry (workflow.TASKS)."""
+    entry = workflow.BY_FUNCTION[function]
+
+    def register(handler: Handler) -> Handler:
+        def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            ctx = StepContext(ports(), event)
+            started = now_iso()
+            try:
+                result = handler(ctx)
+            except TooLargeError as exc:
+                raise StepError(f"a record is too large for the metadata store: {exc}") from None
+            except MLPipeError as exc:
+                if not isinstance(exc, TransientError) and entry.run_step:
+                    _mark_failed(ctx, entry.run_step, started)
+                raise
+            except Exception as exc:
+                if transient(exc):
+                    raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+                if entry.run_step:
+                    _mark_failed(ctx, entry.run_step, started)
+                raise
+            if entry.run_step and result.status is not None:
+                runs.record_step(
+                    ctx.ports, ctx.run_id, entry.run_step, result.status,
+                    started_at=started, run_fields=result.run_fields, **result.detail,
+                )  # fmt: skip
+            return result.output
+
+        lambda_handler.__name__ = function
+        lambda_handler.__doc__ = handler.__doc__
+        HANDLERS[function] = lambda_handler
+        return handler
+
+    return register
+
+
+def _mark_failed(ctx: StepContext, step: str, started: str) -> None:
+    """Name the failing step on the run before the failure recorder ends it."""
+    try:
+        runs.record_step(ctx.ports, ctx.run_id, step, "FAILED", started_at=started)
+    except Exception:  # the recorder still ends the run; this is only the step's name
+        log.warning("could not mark step %s of run %s failed", step, ctx.run_id, exc_info=True)
 
 
 def job_name(run_id: str, state: str, attempt: int) -> str:
@@ -55,68 +139,65 @@ def job_name(run_id: str, state: str, attempt: int) -> str:
     return f"mlp-{run_id}-{state}-{attempt}"
 
 
-def _spec(event: dict[str, Any]) -> PipelineCreate:
-    return PipelineCreate.model_validate(event["pipeline"])
+# --- data ----------------------------------------------------------------------------------
 
 
-def _prefix(event: dict[str, Any]) -> str:
-    return f"runs/{event['run_id']}"
-
-
-def ingest(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    runs.set_step(ports, run_id, "ingest", "RUNNING")
-    ds = event["dataset"]
-    record = datasets.get_version(ports, ds["name"], ds["version"])
+@task("ingest")
+def ingest(ctx: StepContext) -> StepResult:
+    ds = ctx.event["dataset"]
+    record = datasets.get_version(ctx.ports, ds["name"], ds["version"])
     if record["status"] != "READY":
         raise StepError(f"dataset {ds['name']!r} v{ds['version']} is {record['status']}")
-    spec = _spec(event)
-    if spec.target not in {c["name"] for c in record["schema"]}:
-        raise StepError(f"target column {spec.target!r} is not in the dataset")
+    if ctx.spec.target not in {c["name"] for c in record["schema"]}:
+        raise StepError(f"target column {ctx.spec.target!r} is not in the dataset")
     result = {"key": record["key"], "rows": record["rows"], "columns": len(record["schema"])}
-    runs.set_step(ports, run_id, "ingest", "SUCCEEDED", detail=result)
-    return result
+    return StepResult(result, detail={"detail": result})
 
 
-def validate(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    runs.set_step(ports, run_id, "validate", "RUNNING")
-    spec = _spec(event)
-    frame = datasets.load_frame(ports, event["ingest"]["key"])
+@task("validate")
+def validate(ctx: StepContext) -> StepResult:
+    spec = ctx.spec
+    frame = datasets.load_frame(ctx.ports, ctx.event["ingest"]["key"])
     steps = [s.model_dump() for s in spec.preprocessing]
     cleaned, report = clean(frame, spec.target, spec.task, steps)
-    key = f"{_prefix(event)}/clean/data.parquet"
-    ports.store.put_bytes(key, datasets.to_parquet(cleaned))
+    key = f"{ctx.prefix}/clean/data.parquet"
+    ctx.ports.store.put_bytes(key, datasets.to_parquet(cleaned))
     result = {"key": key, **report}
-    runs.set_step(ports, run_id, "validate", "SUCCEEDED", detail=result)
-    return result
+    return StepResult(result, detail={"detail": result})
 
 
-def split_data(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    runs.set_step(ports, run_id, "split", "RUNNING")
-    spec = _spec(event)
-    frame = datasets.load_frame(ports, event["clean"]["key"])
+@task("split")
+def split_data(ctx: StepContext) -> StepResult:
+    spec = ctx.spec
+    frame = datasets.load_frame(ctx.ports, ctx.event["clean"]["key"])
     train, test = split(frame, spec.target, spec.task, spec.evaluation.test_size, spec.seed)
-    base = _prefix(event)
-    ports.store.put_bytes(f"{base}/split/train/data.parquet", datasets.to_parquet(train))
-    ports.store.put_bytes(f"{base}/split/test/data.parquet", datasets.to_parquet(test))
+    store = ctx.ports.store
+    store.put_bytes(f"{ctx.prefix}/split/train/data.parquet", datasets.to_parquet(train))
+    store.put_bytes(f"{ctx.prefix}/split/test/data.parquet", datasets.to_parquet(test))
     result = {
-        "train": f"{base}/split/train",
-        "test": f"{base}/split/test",
+        "train": f"{ctx.prefix}/split/train",
+        "test": f"{ctx.prefix}/split/test",
         "train_rows": len(train),
         "test_rows": len(test),
     }
-    runs.set_step(ports, run_id, "split", "SUCCEEDED", detail=result)
-    return result
+    return StepResult(result, detail={"detail": result})
 
 
-def start_training(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    runs.set_step(ports, run_id, "train", "RUNNING")
-    spec = _spec(event)
-    name = job_name(run_id, "train", int(event.get("train_attempt", 1)))
-    ports.jobs.start(
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def _start_job(ctx: StepContext, spec: JobSpec) -> StepResult:
+    ctx.ports.jobs.start(spec)
+    job = {"name": spec.name, "kind": spec.kind, "status": "InProgress"}
+    return StepResult(job, status="RUNNING", detail={"job": {"name": spec.name, "kind": spec.kind}})
+
+
+@task("start_training")
+def start_training(ctx: StepContext) -> StepResult:
+    spec = ctx.spec
+    name = job_name(ctx.run_id, "train", int(ctx.event.get("train_attempt", 1)))
+    return _start_job(
+        ctx,
         JobSpec(
             name=name,
             kind="training",
@@ -128,158 +209,151 @@ def start_training(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
                 "hyperparameters": json.dumps(spec.model.hyperparameters),
                 "seed": str(spec.seed),
             },
-            inputs={"train": event["split"]["train"]},
-            output_prefix=f"{_prefix(event)}/model",
-        )
+            inputs={"train": ctx.event["split"]["train"]},
+            output_prefix=f"{ctx.prefix}/model",
+            max_runtime_seconds=ctx.ports.settings.max_job_seconds,
+        ),
     )
-    runs.set_step(ports, run_id, "train", "RUNNING", job=name)
-    return {"name": name, "kind": "training", "status": "InProgress"}
 
 
-def start_evaluation(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    runs.set_step(ports, run_id, "evaluate", "RUNNING")
-    spec = _spec(event)
-    name = job_name(run_id, "evaluate", 1)
-    ports.jobs.start(
+@task("start_evaluation")
+def start_evaluation(ctx: StepContext) -> StepResult:
+    name = job_name(ctx.run_id, "evaluate", 1)
+    return _start_job(
+        ctx,
         JobSpec(
             name=name,
             kind="processing",
             entry_point="evaluate.py",
-            arguments={"metrics": ",".join(spec.report_metrics)},
+            arguments={"metrics": ",".join(ctx.spec.report_metrics)},
             inputs={
-                "model": event["train_job"]["outputs"]["model"],
-                "test": event["split"]["test"],
+                "model": ctx.event["train_job"]["outputs"]["model"],
+                "test": ctx.event["split"]["test"],
             },
-            output_prefix=f"{_prefix(event)}/evaluation",
-        )
+            output_prefix=f"{ctx.prefix}/evaluation",
+            max_runtime_seconds=ctx.ports.settings.max_job_seconds,
+        ),
     )
-    runs.set_step(ports, run_id, "evaluate", "RUNNING", job=name)
-    return {"name": name, "kind": "processing", "status": "InProgress"}
 
 
-def check_job(ports: Ports, event: dict[str, Any], step: str, job_key: str) -> dict[str, Any]:
-    """Describe the step's job; long-polls locally. Raises when the job failed."""
-    job = event[job_key]
+def _check(ctx: StepContext, what: str, job_key: str, done_step: bool) -> StepResult:
+    job = ctx.event[job_key]
     kind: JobKind = job["kind"]
-    status = ports.jobs.describe(job["name"], kind, ports.settings.job_long_poll_seconds)
+    status = ctx.ports.jobs.describe(job["name"], kind)
     if status.status in ("Failed", "Stopped"):
         raise StepError(
-            f"{step} job {job['name']} {status.status.lower()}: {status.failure_reason}"
+            f"{what} job {job['name']} {status.status.lower()}: {status.failure_reason}"
         )
     result = {**job, "status": status.status, "outputs": status.outputs}
-    if status.status == "Completed" and step == "train":
-        runs.set_step(ports, event["run_id"], "train", "SUCCEEDED")
-    return result
+    finished = status.status == "Completed" and done_step
+    return StepResult(result, status="SUCCEEDED" if finished else None)
 
 
-def quality_gate(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
+@task("check_training")
+def check_training(ctx: StepContext) -> StepResult:
+    return _check(ctx, "train", "train_job", done_step=True)
+
+
+@task("check_evaluation")
+def check_evaluation(ctx: StepContext) -> StepResult:
+    # The evaluate step ends when its report has been read (quality_gate).
+    return _check(ctx, "evaluate", "eval_job", done_step=False)
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+
+@task("quality_gate")
+def quality_gate(ctx: StepContext) -> StepResult:
     """Read the evaluation, record the metrics, and decide the gate for the Choice state."""
-    run_id = event["run_id"]
-    spec = _spec(event)
-    report = json.loads(
-        ports.store.get_bytes(f"{event['eval_job']['outputs']['output']}/evaluation.json")
-    )
-    metrics: dict[str, float] = report["metrics"]
-    runs.set_step(ports, run_id, "evaluate", "SUCCEEDED", detail={"rows": report.get("rows")})
-    runs.update(ports, run_id, metrics=metrics)
+    output = ctx.event["eval_job"]["outputs"]["output"]
+    report = json.loads(ctx.ports.store.get_bytes(f"{output}/evaluation.json"))
+    measured: dict[str, float | None] = report["metrics"]
     failures = []
-    for metric, bound in spec.evaluation.thresholds.items():
-        value = metrics.get(metric)
+    for metric, bound in ctx.spec.evaluation.thresholds.items():
+        value = measured.get(metric)
         if value is None:
-            failures.append(f"{metric} was not measured")
+            failures.append(f"{metric} was not measured (undefined on this data)")
         elif not metrics_mod.passes(metric, value, bound):
             side = (
                 "below the floor" if metrics_mod.higher_is_better(metric) else "above the ceiling"
             )
             failures.append(f"{metric} = {value:.4g} is {side} {bound:g}")
-    passed = not failures
-    runs.set_step(ports, run_id, "quality_gate", "RUNNING")
-    if passed:
-        runs.set_step(ports, run_id, "quality_gate", "SUCCEEDED")
-    return {"metrics": metrics, "passed": passed, "failures": failures}
+    # The evaluate step ends here (its report is read); the gate's outcome is recorded by
+    # the next step (register) or by the failure recorder.
+    runs.record_step(
+        ctx.ports, ctx.run_id, "evaluate", "SUCCEEDED",
+        run_fields={"metrics": measured}, detail={"rows": report.get("rows")},
+    )  # fmt: skip
+    result = {
+        "metrics": measured,
+        "passed": not failures,
+        "failures": failures,
+        "artefact": report.get("artefact") or {},
+    }
+    return StepResult(result, status="SUCCEEDED" if not failures else None)
 
 
-def code_version(ports: Ports) -> str:
-    if ports.settings.profile == "aws":
-        return ports.settings.code_version
-    digest = hashlib.sha256()
-    for path in sorted(JOBS_SOURCE_DIR.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def register(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    run = runs.get(ports, run_id)
-    if run.get("model"):  # a retried Register must not mint a second version
-        return dict(run["model"])
-    runs.set_step(ports, run_id, "register", "RUNNING")
-    spec = _spec(event)
-    key = event["train_job"]["outputs"]["model"]
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = ports.store.get_file(key, Path(tmp) / "model.tar.gz")
-        sha = sha256_of(archive)
-        try:
-            meta = archive_mod.read_metadata(archive)
-        except archive_mod.ArchiveError as exc:
-            raise StepError(str(exc)) from None
+@task("register")
+def register(ctx: StepContext) -> StepResult:
+    spec = ctx.spec
+    key = ctx.event["train_job"]["outputs"]["model"]
+    facts = ctx.event["gate"]["artefact"]
+    if not facts.get("sha256"):
+        raise StepError("the evaluation did not report the model archive's sha256")
     name = spec.model_name or spec.name
     version = registry.register(
-        ports,
+        ctx.ports,
         name,
+        ctx.run_id,
         {
-            "run_id": run_id,
             "pipeline": spec.name,
             "task": spec.task,
             "algorithm": spec.model.algorithm,
             "hyperparameters": spec.model.hyperparameters,
-            "metrics": event["gate"]["metrics"],
-            "data": {"dataset": event["dataset"]["name"], "version": event["dataset"]["version"]},
-            "code_version": code_version(ports),
+            "metrics": ctx.event["gate"]["metrics"],
+            "data": {"dataset": ctx.event["dataset"]["name"],
+                     "version": ctx.event["dataset"]["version"]},
+            "code_version": ctx.ports.settings.code_version,
             "artefact_key": key,
-            "artefact_uri": ports.store.uri(key),
-            "sha256": sha,
-            "signature": meta["signature"]["inputs"],
-            "classes": meta.get("classes"),
+            "artefact_uri": ctx.ports.store.uri(key),
+            "sha256": facts["sha256"],
+            "signature": facts["signature"],
+            "classes": facts.get("classes"),
         },
-    )
+    )  # fmt: skip
     model = {"name": name, "version": version["version"]}
-    runs.update(ports, run_id, model=model)
-    runs.set_step(ports, run_id, "register", "SUCCEEDED", detail=model)
-    return model
+    return StepResult(model, detail={"detail": model}, run_fields={"model": model})
 
 
-def deploy(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run_id = event["run_id"]
-    runs.set_step(ports, run_id, "deploy", "RUNNING")
-    spec = _spec(event)
-    assert spec.deployment is not None
-    model = event["model"]
-    target = spec.deployment
-    endpoint = deployment.deploy_from_pipeline(
-        ports, target.endpoint, model["name"], target.alias, model["version"]
+@task("deploy")
+def deploy(ctx: StepContext) -> StepResult:
+    target = ctx.spec.deployment
+    if target is None:
+        raise StepError("the pipeline names no deployment")
+    model = ctx.event["model"]
+    outcome = deployment.deploy_from_pipeline(
+        ctx.ports, target.endpoint, model["name"], target.alias, model["version"]
     )
-    result = {
-        "endpoint": target.endpoint,
-        "alias": target.alias,
-        "version": model["version"],
-        "served_version": endpoint["model_version"],
-        "previous_version": endpoint["previous_version"],
-        "status": endpoint["status"],
-    }
-    runs.set_step(ports, run_id, "deploy", "SUCCEEDED", detail=result)
-    return result
+    result = {"endpoint": target.endpoint, "alias": target.alias, "version": model["version"],
+              **outcome}  # fmt: skip
+    status = "SKIPPED" if outcome["status"] == "skipped" else "SUCCEEDED"
+    return StepResult(result, status=status, detail={"detail": result})
 
 
-def finish(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
-    run = runs.succeed(ports, event["run_id"])
-    return {"status": run["status"]}
+# --- ends ----------------------------------------------------------------------------------
 
 
-def fail_run(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
+@task("finish")
+def finish(ctx: StepContext) -> StepResult:
+    run = runs.end(ctx.ports, ctx.run_id, "SUCCEEDED")
+    return StepResult({"status": run["status"]}, status=None)
+
+
+@task("fail_run")
+def fail_run(ctx: StepContext) -> StepResult:
     """Catch target: record the error on the run. Internal details never reach the user."""
-    error = event.get("error") or {}
+    error = ctx.event.get("error") or {}
     kind = str(error.get("Error", "Unknown"))
     message = str(error.get("Cause", ""))
     try:
@@ -289,10 +363,14 @@ def fail_run(ports: Ports, event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cause, dict):  # a Lambda error: {"errorType", "errorMessage"}
         kind = str(cause.get("errorType", kind))
         message = str(cause.get("errorMessage", message))
+    step = None
     if kind == "QualityGateFailed":
-        runs.set_step(ports, event["run_id"], "quality_gate", "RUNNING")
-        message = "quality gate failed: " + "; ".join(json.loads(message))
+        step = "quality_gate"
+        failures = cause if isinstance(cause, list) else [message]
+        message = "quality gate failed: " + "; ".join(map(str, failures))
     elif kind not in USER_FACING_ERRORS:
         message = f"internal error ({kind}); see the step's logs"
-    run = runs.fail(ports, event["run_id"], {"step": None, "type": kind, "message": message})
-    return {"status": run["status"], "error": run["error"]}
+    run = runs.end(
+        ctx.ports, ctx.run_id, "FAILED", {"step": step, "type": kind, "message": message}
+    )
+    return StepResult({"status": run["status"], "error": run["error"]}, status=None)

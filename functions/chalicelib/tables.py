@@ -12,6 +12,9 @@ PIPELINES = "pipelines"  # sk = pipeline name -> the pipeline spec
 RUNS = "runs"  # sk = run id -> the run record
 MODELS = "models"  # sk = model name -> {name, latest_version, aliases}
 ENDPOINTS = "endpoints"  # sk = endpoint name -> served version and history
+ACTIVE_RUNS = "runs-active"  # one item: the ids of the runs in flight (the concurrency cap)
+ACTIVE_RUNS_SK = "slots"
+LEASES = "leases"  # sk = what is held (e.g. "endpoint#name") -> {owner, expires_at}
 
 
 def dataset_versions(name: str) -> str:
@@ -20,3 +23,8 @@ def dataset_versions(name: str) -> str:
 
 def model_versions(name: str) -> str:
     return f"model#{name}"
+
+
+def model_runs(name: str) -> str:
+    """sk = run id -> the version that run registered (a retried Register finds it)."""
+    return f"model-runs#{name}"

@@ -6,6 +6,7 @@ our packer does not); extraction refuses absolute paths, ``..``, links and speci
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -18,6 +19,14 @@ CODE_DIR = "code"
 
 class ArchiveError(ValueError):
     """The archive is unreadable, unsafe, or lacks what a model archive must hold."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def member_name(name: str) -> str:

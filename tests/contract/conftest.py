@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
-from chalicelib.ports.jobs import JobSpec, JobStatus, LocalJobRunner, wait_until_done
-from chalicelib.ports.objectstore import FileObjectStore
+from chalicelib.ports import JobSpec, JobStatus
+from iac.local.files import FileObjectStore
+from iac.local.jobs import LocalJobRunner, wait_until_done
 
 REGION = "us-east-1"
 BUCKET = "contract-bucket"

@@ -8,24 +8,35 @@ from pathlib import Path
 import pytest
 
 from chalicelib import datasets, pipelines, registry
+from chalicelib.adapters.dynamodb import DynamoMetadata
+from chalicelib.adapters.s3 import S3ObjectStore
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.ports.endpoints import LocalEndpointRuntime
-from chalicelib.ports.job_launcher import SpawnLauncher
-from chalicelib.ports.jobs import LocalJobRunner
-from chalicelib.ports.metadata import DynamoMetadata
-from chalicelib.ports.objectstore import S3ObjectStore
-from chalicelib.runtime import Ports, build_ports
+from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, PipelineCreate
 from chalicelib.settings import Settings
+from iac.local.endpoints import LocalEndpointRuntime
+from iac.local.files import FileObjectStore
+from iac.local.jobs import LocalJobRunner
+from iac.local.launcher import SpawnLauncher
+from iac.local.sqlite import SqliteMetadata
 from tests.contract.conftest import BUCKET, TABLE, aws_client
 from tests.contract.test_metadata import _dynamo_table
+from tests.fakes import FakeOrchestrator
 
 
 @pytest.fixture(params=["local", "aws"])
 def ports(request: pytest.FixtureRequest, tmp_path: Path) -> Ports:
     settings = Settings(profile="local", data_dir=tmp_path)
     if request.param == "local":
-        return build_ports(settings)
+        store = FileObjectStore(tmp_path / "objects")
+        return Ports(
+            settings=settings,
+            store=store,
+            metadata=SqliteMetadata(tmp_path / "metadata.sqlite3"),
+            jobs=LocalJobRunner(tmp_path / "jobs", store, SpawnLauncher()),
+            endpoints=LocalEndpointRuntime(tmp_path / "endpoints", store),
+            orchestrator=FakeOrchestrator(),
+        )
     request.getfixturevalue("moto_aws")
     s3 = aws_client("s3")
     s3.create_bucket(Bucket=BUCKET)
@@ -38,6 +49,7 @@ def ports(request: pytest.FixtureRequest, tmp_path: Path) -> Ports:
         metadata=DynamoMetadata(TABLE, dynamodb),
         jobs=LocalJobRunner(tmp_path / "jobs", store, SpawnLauncher()),
         endpoints=LocalEndpointRuntime(tmp_path / "endpoints", store),
+        orchestrator=FakeOrchestrator(),
     )
 
 
@@ -75,11 +87,14 @@ def test_dataset_versions_and_pipelines(ports: Ports) -> None:
 
 
 def test_registry_versions_and_aliases(ports: Ports) -> None:
-    for _ in range(2):
-        registry.register(ports, "m", {"metrics": {"accuracy": 0.9}, "signature": []})
+    for run in ("r1", "r2"):
+        registry.register(ports, "m", run, {"metrics": {"accuracy": 0.9}, "signature": []})
+    # A retried Register of the same run returns its version instead of minting another.
+    assert registry.register(ports, "m", "r2", {"signature": []})["version"] == 2
     assert [v["version"] for v in registry.list_versions(ports, "m")] == [1, 2]
-    assert registry.set_alias(ports, "m", "prod", 1) is None
-    assert registry.set_alias(ports, "m", "prod", 2, expect=1) == 1
+    assert registry.set_alias(ports, "m", "prod", 1) == (None, True)
+    assert registry.set_alias(ports, "m", "prod", 2, expect=1) == (1, True)
+    assert registry.set_alias(ports, "m", "prod", 1, forward_only=True) == (2, False)
     with pytest.raises(ConflictError, match="expected v1"):
         registry.set_alias(ports, "m", "prod", 1, expect=1)
     assert registry.resolve_alias(ports, "m", "prod") == 2

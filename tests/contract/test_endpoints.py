@@ -14,16 +14,12 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.ports.endpoints import (
-    Deployment,
-    LocalEndpointRuntime,
-    ModelInputError,
-    SageMakerEndpointRuntime,
-    sagemaker_name,
-    sha256_of,
-)
-from chalicelib.ports.objectstore import S3ObjectStore
+from chalicelib.adapters.s3 import S3ObjectStore
+from chalicelib.adapters.sagemaker import SageMakerEndpointRuntime, sagemaker_name
+from chalicelib.errors import NotFoundError
+from chalicelib.ports import Deployment, EndpointNotReadyError, ModelInputError
+from iac.local.endpoints import LocalEndpointRuntime
+from mlcontract.archive import sha256_of
 from tests.contract.conftest import (
     BUCKET,
     FEATURES,
@@ -110,7 +106,7 @@ def test_wrong_sha256_is_refused_and_nothing_is_cached(
     root = tmp_path / "endpoints"
     runtime = LocalEndpointRuntime(root, trained_model.store)
     bad = "0" * 64
-    with pytest.raises(ConflictError):
+    with pytest.raises(EndpointNotReadyError):
         runtime.deploy(_deployment(served, "ep-bad", sha256=bad))
     assert runtime.status("ep-bad") == "NotFound"
     with pytest.raises(NotFoundError):
@@ -128,12 +124,12 @@ def test_wrong_sha256_keeps_the_previous_version_serving(
     root = tmp_path / "endpoints"
     runtime = LocalEndpointRuntime(root, trained_model.store)
     runtime.deploy(_deployment(served))
-    with pytest.raises(ConflictError):
+    with pytest.raises(EndpointNotReadyError):
         runtime.deploy(_deployment(served, version=2, sha256="f" * 64))
     assert _predictions(runtime.invoke("ep-local", served["body"], JSON)) == served["expected"]
     restarted = LocalEndpointRuntime(root, trained_model.store)
     assert _predictions(restarted.invoke("ep-local", served["body"], JSON)) == served["expected"]
-    assert sorted(p.name for p in (root / "models").iterdir()) == [served["sha"]]
+    assert sorted(p.name for p in (root / "models").iterdir()) == [served["sha"] + ".tar.gz"]
 
 
 def test_invoke_unknown_endpoint(trained_model: TrainedModel, served: Any, tmp_path: Path) -> None:
@@ -286,11 +282,11 @@ def test_sagemaker_second_version_updates_the_endpoint(
     assert len(sm.list_models()["Models"]) == 2  # v1 stays for a rollback
 
 
-def test_sagemaker_redeploy_tolerates_existing_model_and_config(
+def test_sagemaker_redeploy_reuses_the_existing_model_and_config(
     sm_endpoints: SageMakerEndpointRuntime,
 ) -> None:
-    """A retried deploy: AWS refuses to re-create the model and config; that is not an error.
-    moto accepts duplicates silently, so AWS's answers are stubbed in."""
+    """A retried deploy finds its model and config (described first, never matched by an
+    error message) and only updates the endpoint. AWS's answers are stubbed in."""
     deployment = _sm_deployment(2)
     model_name = sagemaker_name(deployment.model, f"v{deployment.version}")
     config_name = sagemaker_name(deployment.endpoint, model_name)
@@ -298,19 +294,20 @@ def test_sagemaker_redeploy_tolerates_existing_model_and_config(
     now = datetime.now(UTC)
     client = sm_endpoints.sm._client
     with Stubber(client) as stub:
-        stub.add_client_error(
-            "create_model",
-            service_error_code="ValidationException",
-            service_message=f'Cannot create already existing model "{arn}:model/{model_name}".',
-        )
-        stub.add_client_error(
-            "create_endpoint_config",
-            service_error_code="ValidationException",
-            service_message=(
-                "Cannot create already existing endpoint configuration "
-                f'"{arn}:endpoint-config/{config_name}".'
-            ),
-        )
+        stub.add_response(
+            "describe_model",
+            {"ModelName": model_name, "ModelArn": f"{arn}:model/{model_name}",
+             "CreationTime": now},
+            {"ModelName": model_name},
+        )  # fmt: skip
+        stub.add_response(
+            "describe_endpoint_config",
+            {"EndpointConfigName": config_name,
+             "EndpointConfigArn": f"{arn}:endpoint-config/{config_name}",
+             "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model_name}],
+             "CreationTime": now},
+            {"EndpointConfigName": config_name},
+        )  # fmt: skip
         stub.add_response(
             "describe_endpoint",
             {
@@ -336,6 +333,11 @@ def test_sagemaker_redeploy_tolerates_existing_model_and_config(
 def test_sagemaker_deploy_propagates_other_errors(sm_endpoints: SageMakerEndpointRuntime) -> None:
     client = sm_endpoints.sm._client
     with Stubber(client) as stub:
+        stub.add_client_error(
+            "describe_model",
+            service_error_code="ValidationException",
+            service_message="Could not find model",
+        )
         stub.add_client_error(
             "create_model",
             service_error_code="ValidationException",
@@ -374,7 +376,11 @@ def test_sagemaker_names_are_valid_and_distinct() -> None:
 @pytest.mark.parametrize(
     ("code", "message", "raised"),
     [
-        ("ValidationException", "Endpoint iris-prod of account 1 not found.", ConflictError),
+        (
+            "ValidationException",
+            "Endpoint iris-prod of account 1 not found.",
+            EndpointNotReadyError,
+        ),
         ("ModelError", "Received client error (400) from primary: missing column", ModelInputError),
     ],
 )

@@ -11,6 +11,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,13 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from sklearn.metrics import accuracy_score, f1_score
 
+from chalicelib.adapters.s3 import S3ObjectStore
+from chalicelib.adapters.sagemaker import SageMakerJobRunner
 from chalicelib.errors import NotFoundError
-from chalicelib.ports.job_launcher import SpawnLauncher
-from chalicelib.ports.jobs import (
-    JobKind,
-    JobRunner,
-    JobSpec,
-    JobStatus,
-    LocalJobRunner,
-    SageMakerJobRunner,
-    wait_until_done,
-)
-from chalicelib.ports.objectstore import FileObjectStore, S3ObjectStore
+from chalicelib.ports import JobKind, JobRunner, JobSpec, JobStatus
+from iac.local.files import FileObjectStore
+from iac.local.jobs import LocalJobRunner, wait_until_done
+from iac.local.launcher import SpawnLauncher
 from tests.contract.conftest import (
     BUCKET,
     TARGET,
@@ -83,7 +79,7 @@ def test_training_job_produces_a_servable_model_archive(trained_model: TrainedMo
 
 
 def test_describe_of_a_finished_job_is_stable(trained_model: TrainedModel) -> None:
-    again = trained_model.runner.describe(trained_model.spec.name, "training", wait_seconds=30)
+    again = trained_model.runner.describe(trained_model.spec.name, "training")
     assert again == trained_model.status
 
 
@@ -159,7 +155,7 @@ def test_evaluation_processing_job_writes_metrics(
 def test_describe_of_an_unknown_local_job(tmp_path: Path) -> None:
     runner = LocalJobRunner(tmp_path / "jobs", FileObjectStore(tmp_path / "objects"))
     with pytest.raises(NotFoundError):
-        runner.describe("never-started", "training", wait_seconds=1)
+        runner.describe("never-started", "training")
 
 
 def _write_status(jobs_dir: Path, status: dict[str, Any]) -> None:
@@ -167,7 +163,7 @@ def _write_status(jobs_dir: Path, status: dict[str, Any]) -> None:
     (jobs_dir / status["name"] / "status.json").write_text(json.dumps(status))
 
 
-def test_mark_interrupted_fails_jobs_left_in_progress(tmp_path: Path) -> None:
+def test_mark_interrupted_stops_jobs_left_in_progress(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
     # What a previous process left behind.
     _write_status(
@@ -179,25 +175,25 @@ def test_mark_interrupted_fails_jobs_left_in_progress(tmp_path: Path) -> None:
     runner = LocalJobRunner(jobs_dir, FileObjectStore(tmp_path / "objects"))
     assert runner.mark_interrupted() == 1
     old = runner.describe("old", "training")
-    assert old.status == "Failed"
+    assert old.status == "Stopped"
     assert old.failure_reason is not None
-    assert "interrupted" in old.failure_reason
+    assert "Interrupted" in old.failure_reason
     assert runner.describe("done", "training") == JobStatus("done", "Completed", None, {"m": "k"})
     # Persisted, so a later process sees it too; a second sweep finds nothing.
-    assert json.loads((jobs_dir / "old" / "status.json").read_text())["status"] == "Failed"
+    assert json.loads((jobs_dir / "old" / "status.json").read_text())["status"] == "Stopped"
     assert runner.mark_interrupted() == 0
 
 
-def test_describe_fails_an_orphaned_in_progress_job(tmp_path: Path) -> None:
+def test_describe_stops_an_orphaned_in_progress_job(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
     _write_status(
         jobs_dir, {"name": "orphan", "status": "InProgress", "failure_reason": None, "outputs": {}}
     )
     runner = LocalJobRunner(jobs_dir, FileObjectStore(tmp_path / "objects"))
     status = runner.describe("orphan", "processing")
-    assert status.status == "Failed"
+    assert status.status == "Stopped"
     assert status.failure_reason is not None
-    assert "interrupted" in status.failure_reason
+    assert "Interrupted" in status.failure_reason
 
 
 # -------------------------------------------------------------------- SageMaker runner
@@ -301,6 +297,18 @@ _DUPLICATE = {
 }
 
 
+_DESCRIBED_PROCESSING = {
+    "ProcessingJobName": "dup",
+    "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:processing-job/dup",
+    "ProcessingJobStatus": "InProgress",
+    "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+    "ProcessingResources": {
+        "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 10}
+    },
+    "AppSpecification": {"ImageUri": "img"},
+}
+
+
 @pytest.mark.parametrize("kind", ["training", "processing"])
 def test_sagemaker_start_swallows_only_the_duplicate_name_error(
     sm_runner: SageMakerJobRunner, kind: JobKind
@@ -311,6 +319,8 @@ def test_sagemaker_start_swallows_only_the_duplicate_name_error(
     code, message = _DUPLICATE[kind]
     with Stubber(sm_runner.sm) as stub:
         stub.add_client_error(operation, service_error_code=code, service_message=message)
+        if code == "ValidationException":  # ambiguous: the runner checks the job exists
+            stub.add_response("describe_processing_job", _DESCRIBED_PROCESSING)
         sm_runner.start(spec)  # no error
         stub.add_client_error(
             operation,

@@ -10,13 +10,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.ports.metadata import (
-    ConditionFailedError,
-    DynamoMetadata,
-    MetadataStore,
-    SqliteMetadata,
-    Write,
-)
+from chalicelib.adapters.dynamodb import DynamoMetadata
+from chalicelib.ports import ConditionFailedError, MetadataStore, Write
+from iac.local.sqlite import SqliteMetadata
 from tests.contract.conftest import TABLE, aws_client
 
 

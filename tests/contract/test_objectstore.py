@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from chalicelib.adapters.s3 import S3ObjectStore
 from chalicelib.errors import NotFoundError
-from chalicelib.ports.objectstore import FileObjectStore, ObjectStore, S3ObjectStore
+from chalicelib.ports import ObjectStore
+from iac.local.files import FileObjectStore
 from tests.contract.conftest import BUCKET
 
 

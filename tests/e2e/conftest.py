@@ -19,7 +19,7 @@ from iac.local import stack
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.LocalStack]:
-    running = stack.start(tmp_path_factory.mktemp("mlpipe-data"))
+    running = stack.start(tmp_path_factory.mktemp("mlpipe-data"), port=0)
     yield running
     running.stop()
 
@@ -42,6 +42,18 @@ class UserSide:
         status, data = self.call(method, path, body, **kw)
         assert status < 300, (status, data)
         return data
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The whole execution history, page by page."""
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            query = f"?limit=1000&next_token={token}" if token else "?limit=1000"
+            page = self.ok("GET", f"/runs/{run_id}/events{query}")
+            out.extend(page["events"])
+            token = page["next_token"]
+            if not token:
+                return out
 
     def wait_run(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

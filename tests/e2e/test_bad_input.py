@@ -42,7 +42,7 @@ PIPELINE = {
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        ("a,b\n1,2\n3,4,5\n", "malformed CSV"),
+        ("a,b\n1,2\n3,4,5\n", "CSV line 3 has 3 fields"),
         ("", "empty"),
         ("   \n", "empty"),
         ("a,b\n", "no rows"),
@@ -84,35 +84,35 @@ def test_dataset_formats_and_sources(
 def test_file_source_is_confined_to_the_allowed_roots(
     ready: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib import runtime, settings
+    from chalicelib.runtime import ports
 
+    settings = ports().settings
+    # By default only <data dir>/files is readable, never the server's working directory.
+    assert settings.allowed_file_roots == [(settings.data_dir / "files").resolve()]
+    assert_error(
+        ready.call("POST", "/datasets", {"name": "git", "source": {"type": "file", "path": ".git/config"}}),
+        404, "not found",
+    )  # fmt: skip
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     (allowed / "data.csv").write_text("a,b\n1,x\n2,y\n")
     (tmp_path / "secret.csv").write_text("k\nv\n")
-    monkeypatch.setenv("MLPIPE_FILE_ROOTS", str(allowed))
-    settings.reset_settings()
-    runtime.reset_ports()
-    try:
-        ok = ready.ok(
-            "POST",
-            "/datasets",
-            {"name": "fromfile", "source": {"type": "file", "path": "data.csv"}},
-        )
-        assert ok["rows"] == 2
-        for path in ("../secret.csv", str(tmp_path / "secret.csv"), "/etc/passwd"):
-            assert_error(
-                ready.call("POST", "/datasets", {"name": "leak", "source": {"type": "file", "path": path}}),
-                400, "outside the allowed file roots",
-            )  # fmt: skip
+    monkeypatch.setattr(settings, "file_roots", str(allowed))
+    ok = ready.ok(
+        "POST",
+        "/datasets",
+        {"name": "fromfile", "source": {"type": "file", "path": "data.csv"}},
+    )
+    assert ok["rows"] == 2
+    for path in ("../secret.csv", str(tmp_path / "secret.csv"), "/etc/passwd"):
         assert_error(
-            ready.call("POST", "/datasets", {"name": "leak", "source": {"type": "file", "path": "missing.csv"}}),
-            404, "not found",
+            ready.call("POST", "/datasets", {"name": "leak", "source": {"type": "file", "path": path}}),
+            400, "outside the allowed file roots",
         )  # fmt: skip
-    finally:
-        monkeypatch.delenv("MLPIPE_FILE_ROOTS")
-        settings.reset_settings()
-        runtime.reset_ports()
+    assert_error(
+        ready.call("POST", "/datasets", {"name": "leak", "source": {"type": "file", "path": "missing.csv"}}),
+        404, "not found",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -289,7 +289,7 @@ def test_orchestrator_refusal_is_503_and_the_run_is_recorded_failed(
 
     ready.ok("POST", "/pipelines", {**PIPELINE, "name": "orphan"})
     missing = "arn:aws:states:us-east-1:123456789012:stateMachine:does-not-exist"
-    monkeypatch.setattr(ports().settings, "state_machine_arn", missing)
+    monkeypatch.setattr(ports().orchestrator, "state_machine_arn", missing)
     assert_error(ready.call("POST", "/pipelines/orphan/runs"), 503, "could not start this run")
     monkeypatch.undo()
     (run,) = ready.ok("GET", "/pipelines/orphan/runs")["runs"]
@@ -334,7 +334,7 @@ def test_bad_uploads(ready: Api) -> None:
     assert_error(
         ready.call("POST", path, raw="a,b\n1,2\n3,4,5\n", content_type="text/csv"),
         400,
-        "malformed CSV",
+        "CSV line 3 has 3 fields",
     )
     assert_error(ready.call("POST", path, raw="", content_type="text/csv"), 400, "empty")
     assert_error(

@@ -41,7 +41,7 @@ class Server(UserSide):
             env.pop(key, None)  # the served process sets up its own stack
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iac.local.serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), "--aws-port", "0"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -94,7 +94,9 @@ ROW = {"petal/len": 1.2, "sepal width": -0.3, "colour": "red", "count": 1}
 
 def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     server.start()
-    assert server.ok("GET", "/health") == {"status": "ok", "profile": "local"}
+    health = server.ok("GET", "/health")
+    assert health["status"] == "ok" and health["profile"] == "local"
+    assert health["aws_endpoint_url"].startswith("http://127.0.0.1:")
     assert server.ok("GET", "/openapi.json")["openapi"].startswith("3.")
     server.ok(
         "POST",
@@ -123,7 +125,7 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     )
 
     # Reading an ended run's history keeps it beside the run's artefacts.
-    history = server.ok("GET", f"/runs/{run['run_id']}/events")["events"]
+    history = server.events(run["run_id"])
     assert history[-1]["type"] == "ExecutionSucceeded"
 
     # Start a second run and kill the process while it is in flight.
@@ -139,7 +141,7 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     assert server.ok("GET", "/models/iris2-hgb")["aliases"] == {"production": 1}
     assert server.ok("GET", "/endpoints/iris2")["model_version"] == 1
     assert server.ok("POST", "/endpoints/iris2/invocations", {"dataframe_records": [ROW]}) == before
-    assert server.ok("GET", f"/runs/{run['run_id']}/events")["events"] == history
+    assert server.events(run["run_id"]) == history
 
     # A graceful stop exits cleanly, and a third start still has it all.
     assert server.stop(signal.SIGTERM) == 0
@@ -152,5 +154,5 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     # A graceful stop keeps the histories of ended runs nobody had read yet.
     assert server.stop(signal.SIGTERM) == 0
     server.start()
-    kept = server.ok("GET", f"/runs/{again['run_id']}/events")["events"]
+    kept = server.events(again["run_id"])
     assert kept[0]["type"] == "ExecutionStarted" and kept[-1]["type"] == "ExecutionSucceeded"

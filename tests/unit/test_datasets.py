@@ -7,13 +7,12 @@ import threading
 from pathlib import Path
 
 from chalicelib import datasets
-from chalicelib.runtime import build_ports
 from chalicelib.schemas import DatasetCreate
-from chalicelib.settings import Settings
+from tests.fakes import make_ports
 
 
 def test_concurrent_ingests_get_distinct_versions(tmp_path: Path) -> None:
-    ports = build_ports(Settings(profile="local", data_dir=tmp_path))
+    ports = make_ports(tmp_path)
     results: list[dict] = []
 
     def ingest(i: int) -> None:

@@ -6,18 +6,25 @@ working directory, argv and log file, and runs the script as ``__main__`` — wh
 ``python script.py`` would do, minus the imports.
 
 Protocol (JSON lines): stdin ``{"id", "script", "argv", "env", "cwd", "log"}``; stdout
-``{"id", "exit"}`` when the job's process ends. EOF on stdin kills running jobs and exits.
+``{"id", "pid"}`` once the job's process exists (it leads its own process group) and
+``{"id", "exit"}`` when it ends. EOF on stdin kills running jobs and exits.
+
+This process and its jobs never outlive the service that started it: each job asks the kernel
+for SIGKILL when this process dies (``PR_SET_PDEATHSIG``), and a watchdog thread here ends
+everything as soon as the service (argv[1], its pid) is gone — even after a ``kill -9``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import runpy
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -35,10 +42,17 @@ def _reply(message: dict[str, Any]) -> None:
         os.write(1, line)
 
 
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+
+
 def _child(req: dict[str, Any]) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
+        _die_with_parent()
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
@@ -73,7 +87,24 @@ def _wait(job_id: str, pid: int) -> None:
     _reply({"id": job_id, "exit": os.waitstatus_to_exitcode(status)})
 
 
+def _kill_children() -> None:
+    for pid in list(_children):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _watch(service_pid: int) -> None:
+    """End everything once the service that started us is gone (reparented to init)."""
+    while True:
+        if os.getppid() != service_pid:
+            _kill_children()
+            os._exit(0)
+        time.sleep(0.5)
+
+
 def main() -> None:
+    service_pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
+    threading.Thread(target=_watch, args=(service_pid,), daemon=True).start()
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             __import__(name)
@@ -83,11 +114,12 @@ def main() -> None:
         pid = os.fork()
         if pid == 0:
             _child(req)
+        with contextlib.suppress(OSError):  # before the reply: the runner may kill the group
+            os.setpgid(pid, pid)
         _children.add(pid)
+        _reply({"id": req["id"], "pid": pid})
         threading.Thread(target=_wait, args=(req["id"], pid), daemon=True).start()
-    for pid in list(_children):  # the runner went away: its jobs cannot be reported
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    _kill_children()  # the runner went away: its jobs cannot be reported
 
 
 if __name__ == "__main__":

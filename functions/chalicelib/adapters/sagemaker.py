@@ -1,0 +1,319 @@
+"""SageMaker jobs and endpoints on the prebuilt scikit-learn container."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import NotFoundError
+from chalicelib.ports import (
+    Deployment,
+    EndpointNotReadyError,
+    JobKind,
+    JobSpec,
+    JobState,
+    JobStatus,
+    ModelInputError,
+    ObjectStore,
+)
+
+_SM_STATE: dict[str, JobState] = {
+    "InProgress": "InProgress",
+    "Stopping": "InProgress",
+    "Completed": "Completed",
+    "Failed": "Failed",
+    "Stopped": "Stopped",
+}
+
+
+class SageMakerJobRunner:
+    """Training jobs and processing jobs on the prebuilt scikit-learn container."""
+
+    def __init__(
+        self,
+        sagemaker: Any,
+        store: ObjectStore,
+        *,
+        role_arn: str,
+        image_uri: str,
+        code_prefix: str,
+        instance_type: str,
+    ) -> None:
+        self.sm = sagemaker
+        self.store = store
+        self.role_arn = role_arn
+        self.image_uri = image_uri
+        self.code_prefix = code_prefix.rstrip("/")  # holds sourcedir.tar.gz and the scripts
+        self.instance_type = instance_type
+
+    def start(self, spec: JobSpec) -> None:
+        try:
+            if spec.kind == "training":
+                self._start_training(spec)
+            else:
+                self._start_processing(spec)
+        except ClientError as exc:
+            # A retried state: the job already exists. SageMaker says so with ResourceInUse,
+            # or (processing jobs) a ValidationException: then the job must be describable.
+            code = exc.response["Error"]["Code"]
+            if code == "ResourceInUse":
+                return
+            if code == "ValidationException" and self._job_exists(spec.name, spec.kind):
+                return
+            raise
+
+    def _job_exists(self, name: str, kind: JobKind) -> bool:
+        try:
+            self.describe(name, kind)
+        except NotFoundError:
+            return False
+        return True
+
+    def stop(self, name: str, kind: JobKind) -> None:
+        try:
+            if kind == "training":
+                self.sm.stop_training_job(TrainingJobName=name)
+            else:
+                self.sm.stop_processing_job(ProcessingJobName=name)
+        except ClientError as exc:
+            # A job that has already ended cannot be stopped; that is what we wanted.
+            if exc.response["Error"]["Code"] not in ("ValidationException", "ResourceNotFound"):
+                raise
+
+    def _s3_input(self, key: str) -> str:
+        # S3Prefix matches by string prefix: end a folder with "/" so that "split/train"
+        # does not also pull in a sibling "split/train2/".
+        return self.store.uri(key) if self.store.exists(key) else self.store.uri(key) + "/"
+
+    def _start_training(self, spec: JobSpec) -> None:
+        hyperparameters = {
+            **spec.arguments,
+            "sagemaker_program": spec.entry_point,
+            "sagemaker_submit_directory": self.store.uri(f"{self.code_prefix}/sourcedir.tar.gz"),
+        }
+        self.sm.create_training_job(
+            TrainingJobName=spec.name,
+            AlgorithmSpecification={"TrainingImage": self.image_uri, "TrainingInputMode": "File"},
+            RoleArn=self.role_arn,
+            # The SDK's convention: every value JSON-encoded; the container's launcher
+            # decodes them before handing them to the script as --name value.
+            HyperParameters={k: json.dumps(v) for k, v in hyperparameters.items()},
+            InputDataConfig=[
+                {
+                    "ChannelName": channel,
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": self._s3_input(key),
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                }
+                for channel, key in spec.inputs.items()
+            ],
+            OutputDataConfig={"S3OutputPath": self.store.uri(spec.output_prefix)},
+            ResourceConfig={
+                "InstanceType": self.instance_type,
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 10,
+            },
+            StoppingCondition={"MaxRuntimeInSeconds": spec.max_runtime_seconds},
+        )
+
+    def _start_processing(self, spec: JobSpec) -> None:
+        code_dir = "/opt/ml/processing/input/code"
+        argv = [a for k, v in spec.arguments.items() for a in (f"--{k}", v)]
+        inputs = [
+            {
+                "InputName": "code",
+                "S3Input": {
+                    "S3Uri": self.store.uri(self.code_prefix) + "/",
+                    "LocalPath": code_dir,
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                },
+            }
+        ]
+        for name, key in spec.inputs.items():
+            local = f"/opt/ml/processing/{name}"
+            inputs.append(
+                {
+                    "InputName": name,
+                    "S3Input": {
+                        "S3Uri": self._s3_input(key),
+                        "LocalPath": local,
+                        "S3DataType": "S3Prefix",
+                        "S3InputMode": "File",
+                    },
+                }
+            )
+            argv += [f"--{name}-dir", local]
+        argv += ["--output-dir", "/opt/ml/processing/output"]
+        self.sm.create_processing_job(
+            ProcessingJobName=spec.name,
+            RoleArn=self.role_arn,
+            AppSpecification={
+                "ImageUri": self.image_uri,
+                # As the SageMaker SDK's FrameworkProcessor does: install the job's
+                # requirements, then run the script with the arguments.
+                "ContainerEntrypoint": [
+                    "/bin/sh",
+                    "-c",
+                    f"pip install -q -r {code_dir}/requirements.txt && "
+                    f'python3 {code_dir}/{spec.entry_point} "$@"',
+                    "--",
+                ],
+                "ContainerArguments": argv,
+            },
+            ProcessingInputs=inputs,
+            ProcessingOutputConfig={
+                "Outputs": [
+                    {
+                        "OutputName": "output",
+                        "S3Output": {
+                            "S3Uri": self.store.uri(spec.output_prefix),
+                            "LocalPath": "/opt/ml/processing/output",
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                ]
+            },
+            ProcessingResources={
+                "ClusterConfig": {
+                    "InstanceCount": 1,
+                    "InstanceType": self.instance_type,
+                    "VolumeSizeInGB": 10,
+                }
+            },
+            StoppingCondition={"MaxRuntimeInSeconds": spec.max_runtime_seconds},
+        )
+
+    def describe(self, name: str, kind: JobKind) -> JobStatus:
+        try:
+            if kind == "training":
+                desc = self.sm.describe_training_job(TrainingJobName=name)
+                state = _SM_STATE.get(desc["TrainingJobStatus"], "InProgress")
+                outputs = {}
+                artefact = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+                if artefact:
+                    outputs["model"] = self.store.key_of(artefact)
+            else:
+                desc = self.sm.describe_processing_job(ProcessingJobName=name)
+                state = _SM_STATE.get(desc["ProcessingJobStatus"], "InProgress")
+                outputs = {}
+                for out in desc.get("ProcessingOutputConfig", {}).get("Outputs", []):
+                    outputs["output"] = self.store.key_of(out["S3Output"]["S3Uri"]).rstrip("/")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                raise NotFoundError(f"job {name!r} not found") from None
+            raise
+        return JobStatus(name, state, desc.get("FailureReason"), outputs)
+
+
+def sagemaker_name(*parts: str) -> str:
+    """SageMaker names allow [a-zA-Z0-9-] only, at most 63 chars; keep them unique."""
+    raw = "-".join(parts)
+    clean = re.sub(r"[^a-zA-Z0-9-]", "-", raw).strip("-")
+    if clean != raw or len(clean) > 63:
+        clean = f"{clean[:54]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    return clean
+
+
+class SageMakerEndpointRuntime:
+    def __init__(
+        self,
+        sagemaker: Any,
+        runtime: Any,
+        store: ObjectStore,
+        *,
+        role_arn: str,
+        image_uri: str,
+        instance_type: str,
+    ) -> None:
+        self.sm = sagemaker
+        self.runtime = runtime
+        self.store = store
+        self.role_arn = role_arn
+        self.image_uri = image_uri
+        self.instance_type = instance_type
+
+    def _exists(self, describe: Any, **name: str) -> bool:
+        try:
+            describe(**name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return False
+            raise
+        return True
+
+    def deploy(self, deployment: Deployment) -> None:
+        model_name = sagemaker_name(deployment.model, f"v{deployment.version}")
+        # Models and configs are immutable and named by content: create each once.
+        if not self._exists(self.sm.describe_model, ModelName=model_name):
+            self.sm.create_model(
+                ModelName=model_name,
+                ExecutionRoleArn=self.role_arn,
+                PrimaryContainer={
+                    "Image": self.image_uri,
+                    "ModelDataUrl": self.store.uri(deployment.artefact_key),
+                    "Environment": {
+                        "SAGEMAKER_PROGRAM": "inference.py",
+                        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                    },
+                },
+            )
+        config_name = sagemaker_name(deployment.endpoint, model_name)
+        if not self._exists(self.sm.describe_endpoint_config, EndpointConfigName=config_name):
+            self.sm.create_endpoint_config(
+                EndpointConfigName=config_name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": model_name,
+                        "InstanceType": self.instance_type,
+                        "InitialInstanceCount": 1,
+                    }
+                ],
+            )
+        if self.status(deployment.endpoint) == "NotFound":
+            self.sm.create_endpoint(
+                EndpointName=deployment.endpoint, EndpointConfigName=config_name
+            )
+        else:
+            self.sm.update_endpoint(
+                EndpointName=deployment.endpoint, EndpointConfigName=config_name
+            )
+
+    def invoke(self, endpoint: str, body: bytes, content_type: str) -> bytes:
+        try:
+            resp = self.runtime.invoke_endpoint(
+                EndpointName=endpoint,
+                Body=body,
+                ContentType=content_type,
+                Accept="application/json",
+            )
+        except self.runtime.exceptions.ModelError as exc:
+            raise ModelInputError(exc.response["Error"].get("Message", "")) from None
+        except self.runtime.exceptions.ValidationError:
+            # Not created yet, or still Creating/Updating.
+            raise EndpointNotReadyError(endpoint) from None
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ValidationException":
+                raise EndpointNotReadyError(endpoint) from None
+            raise
+        return bytes(resp["Body"].read())
+
+    def status(self, endpoint: str) -> str:
+        try:
+            return str(self.sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ValidationException":
+                return "NotFound"
+            raise
+
+    def delete(self, endpoint: str) -> None:
+        self.sm.delete_endpoint(EndpointName=endpoint)

@@ -1,0 +1,80 @@
+"""Dataset routes: ingest a version, upload one as the request body, list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import datasets
+from chalicelib.api import Api, request_bytes
+from chalicelib.runtime import ports
+from chalicelib.schemas import DatasetCreate
+
+api = Api(__name__)
+
+_UPLOAD_BODY = {
+    "text/csv": {"type": "string"},
+    "application/json": {"type": "array", "items": {"type": "object"}},
+    "application/x-ndjson": {"type": "string"},
+    "application/jsonl": {"type": "string"},
+    "application/vnd.apache.parquet": {"type": "string", "format": "binary"},
+    "application/octet-stream": {"type": "string", "format": "binary"},
+}
+
+
+@api.operation("/datasets", "POST", status=201, body=DatasetCreate, errors=(409, 507))
+def create_dataset(body: DatasetCreate) -> dict[str, Any]:
+    """Ingest a dataset version from an inline or file source."""
+    return datasets.create(ports(), body)
+
+
+@api.operation(
+    "/datasets/{name}/versions",
+    "POST",
+    status=201,
+    content_types=sorted(datasets.UPLOAD_FORMATS),
+    raw_body=_UPLOAD_BODY,
+    errors=(409, 507),
+)
+def upload_dataset_version(name: str) -> dict[str, Any]:
+    """Upload a new dataset version as the request body.
+
+    CSV (text/csv), JSON (application/json: an array of objects), JSON Lines
+    (application/x-ndjson) or Parquet (application/vnd.apache.parquet); at most
+    MLPIPE_MAX_INLINE_BYTES (6 MiB) — larger data goes through a file source.
+    """
+    request = api.current_request
+    content_type = request.headers.get("content-type", "")
+    return datasets.upload(ports(), name, request_bytes(request), content_type)
+
+
+@api.operation("/datasets", "GET")
+def list_datasets() -> dict[str, Any]:
+    """List datasets."""
+    return {"datasets": datasets.list_all(ports())}
+
+
+@api.operation("/datasets/{name}", "GET")
+def get_dataset(name: str) -> dict[str, Any]:
+    """A dataset and its versions."""
+    return datasets.describe(ports(), name)
+
+
+@api.operation("/datasets/{name}", "DELETE", errors=(409,))
+def delete_dataset(name: str) -> dict[str, Any]:
+    """Delete a dataset: every version and its data (409 while a pipeline uses it)."""
+    return datasets.delete(ports(), name)
+
+
+@api.operation("/datasets/{name}/versions/{version}", "GET")
+def get_dataset_version(name: str, version: int) -> dict[str, Any]:
+    """A dataset version: schema, row count, profile, status."""
+    p = ports()
+    record = datasets.get_version(p, name, version)
+    public = {k: v for k, v in record.items() if k not in ("key", "profile_key")}
+    return {**public, "profile": datasets.get_profile(p, record)}
+
+
+@api.operation("/datasets/{name}/versions/{version}", "DELETE", errors=(409,))
+def delete_dataset_version(name: str, version: int) -> dict[str, Any]:
+    """Delete one dataset version and its data (409 while a pipeline pins it)."""
+    return datasets.delete(ports(), name, version)

@@ -1,0 +1,80 @@
+"""Endpoint routes: deploy, inspect, roll back, delete, predict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import deployment
+from chalicelib.api import Api, request_bytes
+from chalicelib.runtime import ports
+from chalicelib.schemas import EndpointCreate
+
+api = Api(__name__)
+
+_INVOCATION_BODY = {
+    "application/json": {
+        "oneOf": [
+            {"type": "object", "required": ["dataframe_split"],
+             "properties": {"dataframe_split": {"type": "object", "properties": {
+                 "columns": {"type": "array", "items": {"type": "string"}},
+                 "data": {"type": "array", "items": {"type": "array"}}}}}},
+            {"type": "object", "required": ["dataframe_records"],
+             "properties": {"dataframe_records": {"type": "array", "items": {"type": "object"}}}},
+            {"type": "object", "required": ["instances"],
+             "properties": {"instances": {"type": "array"}}},
+            {"type": "object", "required": ["inputs"],
+             "properties": {"inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]}}},
+        ]
+    },
+    "text/csv": {"type": "string"},
+}  # fmt: skip
+
+
+@api.operation("/endpoints", "POST", status=201, body=EndpointCreate, errors=(409,))
+def create_endpoint(body: EndpointCreate) -> dict[str, Any]:
+    """Deploy a model version, or an alias (the endpoint then follows it), to an endpoint."""
+    return deployment.create(ports(), body)
+
+
+@api.operation("/endpoints", "GET")
+def list_endpoints() -> dict[str, Any]:
+    """List endpoints."""
+    return {"endpoints": deployment.list_all(ports())}
+
+
+@api.operation("/endpoints/{name}", "GET")
+def get_endpoint(name: str) -> dict[str, Any]:
+    """An endpoint: the model version it serves, its status and history."""
+    return deployment.get(ports(), name)
+
+
+@api.operation("/endpoints/{name}", "DELETE", errors=(409,))
+def delete_endpoint(name: str) -> dict[str, Any]:
+    """Delete an endpoint (its model versions stay registered)."""
+    deployment.delete(ports(), name)
+    return {"name": name, "deleted": True}
+
+
+@api.operation("/endpoints/{name}/rollback", "POST", errors=(409,))
+def rollback_endpoint(name: str) -> dict[str, Any]:
+    """Serve the previously served version again (a followed alias moves back too)."""
+    return deployment.rollback(ports(), name)
+
+
+@api.operation(
+    "/endpoints/{name}/invocations",
+    "POST",
+    content_types=["application/json", "text/csv"],
+    raw_body=_INVOCATION_BODY,
+    errors=(409,),
+)
+def invoke_endpoint(name: str) -> dict[str, Any]:
+    """Predict (MLflow scoring protocol).
+
+    JSON with exactly one of dataframe_split, dataframe_records, instances or inputs, or
+    text/csv with a header; at most 10,000 rows. Rows are checked against the model's
+    signature.
+    """
+    request = api.current_request
+    content_type = request.headers.get("content-type", "application/json")
+    return deployment.invoke(ports(), name, request_bytes(request), content_type)
