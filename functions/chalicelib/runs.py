@@ -312,6 +312,30 @@ def _page(events: list[dict[str, Any]], token: str | None, limit: int) -> dict[s
             "next_token": str(start_at + limit) if more else None}  # fmt: skip
 
 
+def step_from_history(ports: Ports, run_id: str) -> str | None:
+    """The run step whose state was entered last (for a step that died without saying so,
+    e.g. a Lambda timeout); None when the history says nothing."""
+    item = _load(ports, run_id)
+    arn = item.get("execution_arn")
+    if not arn:
+        return None
+    last: str | None = None
+    token: str | None = None
+    try:
+        while True:
+            page = ports.orchestrator.history(arn, token, 1000)
+            for event in page.events:
+                if event.get("type") == "TaskStateEntered":
+                    task = workflow.BY_STATE.get(event["stateEnteredEventDetails"]["name"])
+                    if task is not None and task.run_step:
+                        last = task.run_step
+            token = page.next_token
+            if not token:
+                return last
+    except (ExecutionNotFoundError, OrchestratorUnavailableError):
+        return last
+
+
 def _offset(token: str | None) -> int:
     if token is None:
         return 0

@@ -134,6 +134,11 @@ def _mark_failed(ctx: StepContext, step: str, started: str) -> None:
         log.warning("could not mark step %s of run %s failed", step, ctx.run_id, exc_info=True)
 
 
+def _step_in_flight(ctx: StepContext) -> bool:
+    run = runs.get(ctx.ports, ctx.run_id)
+    return any(s["status"] in ("RUNNING", "FAILED") for s in run["steps"])
+
+
 def job_name(run_id: str, state: str, attempt: int) -> str:
     """Deterministic: a retried state asks for the same job, which starts it at most once."""
     return f"mlp-{run_id}-{state}-{attempt}"
@@ -370,6 +375,8 @@ def fail_run(ctx: StepContext) -> StepResult:
         message = "quality gate failed: " + "; ".join(map(str, failures))
     elif kind not in USER_FACING_ERRORS:
         message = f"internal error ({kind}); see the step's logs"
+    if step is None and not _step_in_flight(ctx):
+        step = runs.step_from_history(ctx.ports, ctx.run_id)
     run = runs.end(
         ctx.ports, ctx.run_id, "FAILED", {"step": step, "type": kind, "message": message}
     )

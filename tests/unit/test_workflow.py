@@ -1,0 +1,59 @@
+"""The step registry is the one place a step is named: the ASL file, the Lambda functions,
+the run's step list and the template's substitutions all follow it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import stepfunctions
+from chalicelib import steps, workflow
+
+
+def test_the_committed_asl_is_the_generated_one() -> None:
+    hint = "stepfunctions/pipeline.asl.json is stale: run `python -m stepfunctions`"
+    assert stepfunctions.DEFINITION_PATH.read_text() == stepfunctions.text(), hint
+
+
+def test_every_task_state_comes_from_the_registry_with_the_shared_policy() -> None:
+    states: dict[str, Any] = stepfunctions.definition()["States"]
+    tasks = {name for name, s in states.items() if s["Type"] == "Task"}
+    assert tasks == set(workflow.BY_STATE)
+    for task in workflow.TASKS:
+        state = states[task.state]
+        assert state["Resource"] == "${" + task.placeholder + "}"
+        assert state["ResultPath"] == task.result_path
+        assert state["Retry"] == stepfunctions.RETRY
+        assert ("Catch" in state) == task.catch
+    # Everything a state points to exists, and every state is reachable.
+    targets = {"LoadDataset"}
+    for state in states.values():
+        targets |= {state.get("Next"), state.get("Default")} - {None}
+        targets |= {c["Next"] for c in state.get("Choices", [])}
+        targets |= {c["Next"] for c in state.get("Catch", [])}
+    assert targets == set(states)
+
+
+def test_handlers_and_chalice_functions_match_the_registry() -> None:
+    from app import app
+
+    assert set(steps.HANDLERS) == set(workflow.FUNCTIONS)
+    assert {f.name for f in app.pure_lambda_functions} == set(workflow.FUNCTIONS)
+    # Chalice deploys each as "app.<function>": the module attribute must be the handler.
+    import app as app_module
+
+    for name in workflow.FUNCTIONS:
+        deployed = getattr(app_module, name)
+        assert deployed.func._original_func is steps.HANDLERS[name]
+
+
+def test_run_steps_are_reported_by_some_task() -> None:
+    reported = {t.run_step for t in workflow.TASKS if t.run_step}
+    assert reported == set(workflow.RUN_STEPS)
+
+
+def test_placeholders_render() -> None:
+    arns = {p: f"arn:aws:lambda:us-east-1:123456789012:function:{f}"
+            for p, f in stepfunctions.FUNCTIONS.items()}  # fmt: skip
+    rendered = json.loads(stepfunctions.render(arns))
+    assert rendered["States"]["LoadDataset"]["Resource"].endswith(":function:ingest")
