@@ -115,8 +115,8 @@ class ForkLauncher:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        # request id -> (job id, ended event, [exit code]); job id -> pid
-        self._waiting: dict[str, tuple[str, threading.Event, list[int]]] = {}
+        # request id -> (job id, ended event, [exit code], the zygote it went to); job -> pid
+        self._waiting: dict[str, tuple[str, threading.Event, list[int], int]] = {}
         self._pids: dict[str, int] = {}
 
     def _ensure(self) -> subprocess.Popen[bytes] | None:
@@ -138,11 +138,11 @@ class ForkLauncher:
                 return None
             self._proc = proc
             threading.Thread(
-                target=self._read, args=(proc.stdout,), name="zygote-reader", daemon=True
+                target=self._read, args=(proc.stdout, proc.pid), name="zygote-reader", daemon=True
             ).start()
             return proc
 
-    def _read(self, stdout: IO[bytes]) -> None:
+    def _read(self, stdout: IO[bytes], zygote: int) -> None:
         for line in stdout:
             message = json.loads(line)
             request = str(message["id"])
@@ -157,11 +157,12 @@ class ForkLauncher:
             if waiter is not None and "exit" in message:
                 waiter[2].append(int(message["exit"]))
                 waiter[1].set()
-        with self._lock:  # the zygote died: its jobs died with it
-            waiting = list(self._waiting.values())
-            self._waiting.clear()
-            self._pids.clear()
-        for _, event, result in waiting:
+        with self._lock:  # this zygote died: its jobs died with it (a new one may be running)
+            mine = {r: w for r, w in self._waiting.items() if w[3] == zygote}
+            for request, waiter in mine.items():
+                self._waiting.pop(request, None)
+                self._pids.pop(waiter[0], None)
+        for _, event, result, _ in mine.values():
             result.append(-9)
             event.set()
 
@@ -182,10 +183,15 @@ class ForkLauncher:
             "cwd": str(cwd),
             "log": str(log),
         }
-        with self._lock:
-            self._waiting[request] = (job_id, done, result)
-            proc.stdin.write((json.dumps(message) + "\n").encode())
-            proc.stdin.flush()
+        try:
+            with self._lock:
+                self._waiting[request] = (job_id, done, result, proc.pid)
+                proc.stdin.write((json.dumps(message) + "\n").encode())
+                proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # it died just now: start the job in a fresh one
+            with self._lock:
+                self._waiting.pop(request, None)
+            return self.run(job_id, script, argv, env, cwd, log)
         done.wait()
         return result[0]
 
