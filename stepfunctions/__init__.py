@@ -68,8 +68,9 @@ def _job_done(variable: str, done: str, wait: str) -> dict[str, Any]:
     }
 
 
-def definition() -> dict[str, Any]:
-    states: dict[str, Any] = {
+def _pipeline() -> dict[str, Any]:
+    """A pipeline run: data → training → evaluation → gate → registry → deployment."""
+    return {
         "LoadDataset": _task("LoadDataset", "CleanData"),
         "CleanData": _task("CleanData", "SplitTrainTest"),
         "SplitTrainTest": _task("SplitTrainTest", "StartTrainingJob"),
@@ -115,15 +116,47 @@ def definition() -> dict[str, Any]:
             "Default": "RecordSuccess",
         },
         "DeployModelVersion": _task("DeployModelVersion", "RecordSuccess"),
-        "RecordSuccess": _task("RecordSuccess", "Succeeded"),
-        "Succeeded": {"Type": "Succeed"},
-        "RecordFailure": _task("RecordFailure", "Failed"),
-        "Failed": {"Type": "Fail", "Error": "PipelineFailed", "Cause": "see the run record"},
     }
+
+
+# One state machine, several kinds of execution: the input's "kind" picks the flow. Each
+# flow ends in RecordSuccess, or hands its errors to RecordFailure (both dispatch on kind).
+FLOWS: dict[str, tuple[str, Any]] = {
+    "pipeline": ("LoadDataset", _pipeline),
+}
+
+
+def definition() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "Route": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.kind", "StringEquals": kind, "Next": start}
+                for kind, (start, _) in FLOWS.items()
+            ],
+            "Default": "UnknownKind",
+        },
+        "UnknownKind": {
+            "Type": "Fail",
+            "Error": "UnknownKind",
+            "Cause": "the execution input's kind names no flow",
+        },
+    }
+    for _, build in FLOWS.values():
+        states.update(build())
+    states.update(
+        {
+            "RecordSuccess": _task("RecordSuccess", "Succeeded"),
+            "Succeeded": {"Type": "Succeed"},
+            "RecordFailure": _task("RecordFailure", "Failed"),
+            "Failed": {"Type": "Fail", "Error": "ExecutionFailed", "Cause": "see its record"},
+        }
+    )
     return {
-        "Comment": "mlpipe: one generic ML pipeline; the pipeline spec is the execution input. "
-        "Generated from chalicelib/workflow.py by `python -m stepfunctions`; see README.md.",
-        "StartAt": "LoadDataset",
+        "Comment": "mlpipe: one generic state machine; the execution input is the work (its "
+        "kind picks the flow). Generated from chalicelib/workflow.py by `python -m "
+        "stepfunctions`; see README.md.",
+        "StartAt": "Route",
         "TimeoutSeconds": TIMEOUT_SECONDS,
         "States": states,
     }

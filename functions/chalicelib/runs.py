@@ -73,6 +73,7 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
     }
     _admit(ports, record)
     execution_input = {
+        "kind": "pipeline",
         "run_id": run_id,
         "pipeline": spec.model_dump(mode="json"),
         "dataset": {"name": dataset["name"], "version": dataset["version"], "key": dataset["key"]},
