@@ -1178,9 +1178,11 @@ def referenced_columns(steps: Iterable[Step]) -> set[str]:
 
 # --- datetimes ------------------------------------------------------------------------------
 
-_ISO_DATE: Final = re.compile(
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+# A calendar date with dashes, optionally a time and a UTC offset (no anchors: use fullmatch).
+ISO_DATETIME_PATTERN: Final = (
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
 )
+_ISO_DATE: Final = re.compile(ISO_DATETIME_PATTERN)
 
 
 def parse_iso_datetime(text: str) -> _dt.datetime | None:
@@ -1199,7 +1201,7 @@ def looks_like_datetime(text: str) -> bool:
     """A conservative test for typing a text column as datetime: a calendar date with dashes
     (``2024-03-05``, optionally a time and an offset). Compact forms such as ``20240305``
     are valid ISO 8601 but usually codes, so they do not count."""
-    return bool(_ISO_DATE.match(text.strip())) and parse_iso_datetime(text) is not None
+    return bool(_ISO_DATE.fullmatch(text.strip())) and parse_iso_datetime(text) is not None
 
 
 # --- the expression language ------------------------------------------------------------------
