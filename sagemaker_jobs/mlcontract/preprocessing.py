@@ -740,6 +740,17 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _suggest(word: str, options: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The option a misspelt ``word`` most likely meant: one it contains ("one_hot_encode"
+    -> "one_hot"), else the closest by spelling."""
+    options = list(options)
+    inside = [o for o in options if len(o) > 2 and o in word]
+    if inside:
+        return max(inside, key=len)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 _TYPE_WORDS: Final = {
     "string": "a string",
     "number": "a number",
@@ -793,10 +804,8 @@ def _conform(value: Any, schema: Mapping[str, Any], where: str) -> Any:
             shown = ", ".join("null" if o is None else repr(o) for o in options)
             hint = ""
             if isinstance(value, str):
-                close = difflib.get_close_matches(
-                    value, [o for o in options if isinstance(o, str)], n=1
-                )
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                close = _suggest(value, [o for o in options if isinstance(o, str)])
+                hint = f" (did you mean {close!r}?)" if close else ""
             raise ValueError(f"must be one of {shown}, got {_show(value)}{hint}")
         return value
     kinds = schema.get("type")
@@ -909,8 +918,8 @@ def _normalize(index: int, raw: Any, task: str | None) -> Step:
         )
     spec = BY_OP.get(op)
     if spec is None:
-        close = difflib.get_close_matches(op, list(BY_OP), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = _suggest(op, BY_OP, cutoff=0.5)
+        hint = f"; did you mean {close!r}?" if close else ""
         raise StepsError(
             f"{_where(index)}: unknown step {_show(op)}{hint} (steps: {', '.join(BY_OP)})"
         )
@@ -918,8 +927,8 @@ def _normalize(index: int, raw: Any, task: str | None) -> Step:
     unknown = [k for k in raw if k != "op" and k not in spec.param_names]
     if unknown:
         name = unknown[0]
-        close = difflib.get_close_matches(str(name), list(spec.param_names), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = _suggest(str(name), spec.param_names, cutoff=0.5)
+        hint = f"; did you mean {close!r}?" if close else ""
         known = ", ".join(spec.param_names) or "none"
         raise StepsError(f"{where}: unknown parameter {_show(name)}{hint} (parameters: {known})")
     step: Step = {"op": op}
