@@ -268,6 +268,30 @@ def _evaluate(node: prep.Node, frame: pd.DataFrame) -> Any:
     raise FeatureSpecError(f"unknown expression node {tag!r}")
 
 
+class MissingFlags(FrameTransformer):
+    """Add ``missingindicator_<column>``: 1.0 where the value is missing, else 0.0.
+
+    One flag per named column whatever the training rows held (sklearn's add_indicator
+    flags only columns that had gaps in training, so the output would depend on the data).
+    """
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = columns
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> MissingFlags:  # noqa: N803
+        self._require(X, self.columns, "impute")
+        self.names_out_ = [f"missingindicator_{c}" for c in self.columns]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+        check_is_fitted(self)
+        flags = {
+            name: X[column].isna().to_numpy(dtype=np.float64)
+            for column, name in zip(self.columns, self.names_out_, strict=True)
+        }
+        return _append(X, flags, "impute")
+
+
 class ExpressionFeature(FrameTransformer):
     """Add the column ``name`` computed by a safe formula (``mlcontract.preprocessing``)."""
 
@@ -587,18 +611,14 @@ class _Compiler:
         else:
             kinds, what = {NUMERIC, CATEGORICAL}, "numbers or text"
         names = self.pick(where, step["columns"], kinds, what)
+        if step["add_indicator"] and names:
+            self.stages.append((f"{where}_flags", MissingFlags(names)))
+            self.replace([], [f"missingindicator_{n}" for n in names], True, where)
         for kind in (NUMERIC, CATEGORICAL):
             group = [n for n in names if self.columns[n].kind == kind]
-            imputer = SimpleImputer(
-                strategy=strategy,
-                fill_value=fill,
-                add_indicator=step["add_indicator"],
-                keep_empty_features=True,
-            )
+            imputer = SimpleImputer(strategy=strategy, fill_value=fill, keep_empty_features=True)
             suffix = "" if kind == NUMERIC else "_text"
             self.column_step(f"{where}{suffix}", imputer, group)
-            if step["add_indicator"]:
-                self.replace([], [f"missingindicator_{n}" for n in group], True, where)
 
     def _numeric_step(self, where: str, step: prep.Step, transformer: Any, scaled: bool) -> None:
         names = self.pick(where, step["columns"], {NUMERIC}, "numbers")
