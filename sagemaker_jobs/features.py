@@ -101,6 +101,8 @@ def to_utc_naive(values: pd.Series | np.ndarray | Sequence[Any]) -> np.ndarray:
     values without are taken as UTC. So a parquet timestamp at training and its ISO 8601 text
     at serving (``2024-03-05T10:00:00``, ``...Z``, ``...+00:00``) are the same instant.
     """
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        return values.astype("datetime64[us]")
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -161,21 +163,89 @@ def signature_type(series: pd.Series) -> str:
 # --- frame transformers (DataFrame in, DataFrame out) -----------------------------------------
 
 
-class FrameTransformer(TransformerMixin, BaseEstimator):
-    """A step of the frame stages: takes and returns a DataFrame with named columns."""
+class Columns:
+    """The table between frame stages: column name -> 1-D numpy array, in order.
 
-    def _require(self, frame: pd.DataFrame, names: Sequence[str], what: str) -> None:
-        missing = [n for n in names if n not in frame.columns]
+    Cheaper than a DataFrame for the many small steps of a spec (a single-row prediction runs
+    every stage): no index alignment, no Arrow-backed text copies, and the sklearn
+    transformers inside ``ColumnStep`` see plain arrays. Text is an object array with NaN for
+    missing; datetimes are datetime64 (UTC, no zone) or, from requests, ISO 8601 text.
+    """
+
+    __slots__ = ("arrays", "n_rows")
+
+    def __init__(self, arrays: dict[str, np.ndarray], n_rows: int) -> None:
+        self.arrays = arrays
+        self.n_rows = n_rows
+
+    @classmethod
+    def of(cls, X: Columns | pd.DataFrame) -> Columns:  # noqa: N803
+        if isinstance(X, Columns):
+            return X
+        arrays: dict[str, np.ndarray] = {}
+        for name in X.columns:
+            series = X[name]
+            dtype = series.dtype
+            if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+                arrays[str(name)] = to_utc_naive(series)
+            elif pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+                arrays[str(name)] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                arrays[str(name)] = series.to_numpy(dtype=object, na_value=np.nan)
+        return cls(arrays, len(X))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.arrays)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def matrix(self, names: Sequence[str]) -> np.ndarray:
+        arrays = [self.arrays[n] for n in names]
+        if all(a.dtype.kind == "f" for a in arrays):
+            return np.column_stack(arrays).astype(np.float64, copy=False)
+        return np.column_stack([a.astype(object) for a in arrays])
+
+    def replace(self, drop: Sequence[str], new: Mapping[str, np.ndarray], what: str) -> Columns:
+        """A new table without ``drop``, with ``new`` appended."""
+        gone = set(drop)
+        arrays = {k: v for k, v in self.arrays.items() if k not in gone}
+        clash = [name for name in new if name in arrays]
+        if clash:
+            raise FeatureSpecError(f"{what} would create {clash[0]!r}, which is already a column")
+        arrays.update(new)
+        return Columns(arrays, self.n_rows)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.arrays, columns=self.columns)
+
+
+class FrameTransformer(TransformerMixin, BaseEstimator):
+    """A frame stage: takes a DataFrame or ``Columns``, returns ``Columns``."""
+
+    def _require(self, table: Columns, names: Sequence[str], what: str) -> None:
+        missing = [n for n in names if n not in table]
         if missing:
             raise FeatureSpecError(f"{what}: column(s) {', '.join(map(repr, missing))} missing")
 
 
-def _append(frame: pd.DataFrame, new: Mapping[str, Any], what: str) -> pd.DataFrame:
-    clash = [name for name in new if name in frame.columns]
-    if clash:
-        raise FeatureSpecError(f"{what} would create {clash[0]!r}, which is already a column")
-    added = pd.DataFrame(dict(new), index=frame.index, columns=list(new))
-    return pd.concat([frame, added], axis=1)
+class ToFrame(FrameTransformer):
+    """The last frame stage: one DataFrame for the ColumnTransformer that follows."""
+
+    def fit(self, X: Columns | pd.DataFrame, y: Any = None) -> ToFrame:  # noqa: N803
+        self.columns_ = Columns.of(X).columns
+        return self
+
+    def transform(self, X: Columns | pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+        check_is_fitted(self)
+        return Columns.of(X).frame()
 
 
 class DatetimeParts(FrameTransformer):
@@ -191,20 +261,21 @@ class DatetimeParts(FrameTransformer):
         self.parts = parts
         self.cyclical = cyclical
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> DatetimeParts:  # noqa: N803
-        self._require(X, self.columns, "datetime_parts")
+    def fit(self, X: Columns | pd.DataFrame, y: Any = None) -> DatetimeParts:  # noqa: N803
+        self._require(Columns.of(X), self.columns, "datetime_parts")
         self.names_out_ = [
             n for c in self.columns for n in prep.datetime_part_names(c, self.parts, self.cyclical)
         ]
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+    def transform(self, X: Columns | pd.DataFrame) -> Columns:  # noqa: N803
         check_is_fitted(self)
-        new: dict[str, Any] = {}
+        table = Columns.of(X)
+        new: dict[str, np.ndarray] = {}
         for column in self.columns:
-            parts = datetime_parts(to_utc_naive(X[column]), self.parts, self.cyclical)
+            parts = datetime_parts(to_utc_naive(table[column]), self.parts, self.cyclical)
             new.update({f"{column}_{part}": values for part, values in parts.items()})
-        return _append(X.drop(columns=list(self.columns)), new, "datetime_parts")
+        return table.replace(self.columns, new, "datetime_parts")
 
 
 def _as_float(values: Any) -> np.ndarray:
@@ -219,24 +290,24 @@ def _finite(values: Any) -> Any:
     return values if math.isfinite(values) else math.nan
 
 
-def evaluate_expression(tree: prep.Node, frame: pd.DataFrame) -> np.ndarray:
+def evaluate_expression(tree: prep.Node, table: Columns | pd.DataFrame) -> np.ndarray:
     """Evaluate a parsed formula column-wise. Any non-finite intermediate value (division by
     zero, log of a non-positive number, overflow) is NaN, and NaN propagates."""
     with np.errstate(all="ignore"):
-        result = _evaluate(tree, frame)
-    return np.broadcast_to(np.asarray(result, dtype=np.float64), (len(frame),)).copy()
+        result = _evaluate(tree, table)
+    return np.broadcast_to(np.asarray(result, dtype=np.float64), (len(table),)).copy()
 
 
-def _evaluate(node: prep.Node, frame: pd.DataFrame) -> Any:
+def _evaluate(node: prep.Node, table: Columns | pd.DataFrame) -> Any:
     tag = node[0]
     if tag == "num":
         return float(node[1])
     if tag == "col":
-        return _finite(_as_float(frame[node[1]]))
+        return _finite(_as_float(table[node[1]]))
     if tag == "neg":
-        return -_evaluate(node[1], frame)
+        return -_evaluate(node[1], table)
     if tag == "bin":
-        left, right = _evaluate(node[2], frame), _evaluate(node[3], frame)
+        left, right = _evaluate(node[2], table), _evaluate(node[3], table)
         op = node[1]
         if op == "+":
             return _finite(np.add(left, right))
@@ -249,7 +320,7 @@ def _evaluate(node: prep.Node, frame: pd.DataFrame) -> Any:
         if op == "**":
             return _finite(np.power(left, right))
     if tag == "call":
-        args = [_evaluate(arg, frame) for arg in node[2]]
+        args = [_evaluate(arg, table) for arg in node[2]]
         name = node[1]
         if name == "abs":
             return np.abs(args[0])
@@ -278,18 +349,19 @@ class MissingFlags(FrameTransformer):
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = columns
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> MissingFlags:  # noqa: N803
-        self._require(X, self.columns, "impute")
+    def fit(self, X: Columns | pd.DataFrame, y: Any = None) -> MissingFlags:  # noqa: N803
+        self._require(Columns.of(X), self.columns, "impute")
         self.names_out_ = [f"missingindicator_{c}" for c in self.columns]
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+    def transform(self, X: Columns | pd.DataFrame) -> Columns:  # noqa: N803
         check_is_fitted(self)
+        table = Columns.of(X)
         flags = {
-            name: X[column].isna().to_numpy(dtype=np.float64)
+            name: pd.isna(table[column]).astype(np.float64)
             for column, name in zip(self.columns, self.names_out_, strict=True)
         }
-        return _append(X, flags, "impute")
+        return table.replace([], flags, "impute")
 
 
 class ExpressionFeature(FrameTransformer):
@@ -299,60 +371,62 @@ class ExpressionFeature(FrameTransformer):
         self.name = name
         self.expression = expression
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> ExpressionFeature:  # noqa: N803
+    def fit(self, X: Columns | pd.DataFrame, y: Any = None) -> ExpressionFeature:  # noqa: N803
+        table = Columns.of(X)
         try:
-            parsed = prep.parse_expression(self.expression, columns=[str(c) for c in X.columns])
+            parsed = prep.parse_expression(self.expression, columns=table.columns)
         except prep.ExpressionError as exc:
             raise FeatureSpecError(f"expression {self.name!r}: {exc}") from None
         for column in parsed.columns:
-            dtype = X[column].dtype
-            if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+            if table[column].dtype.kind not in "fiub":
                 raise FeatureSpecError(
                     f"expression {self.name!r} uses column {column!r}, which is not numeric"
                 )
-        if self.name in X.columns:
+        if self.name in table:
             raise FeatureSpecError(f"expression would create {self.name!r}, already a column")
         self.tree_ = parsed.tree
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+    def transform(self, X: Columns | pd.DataFrame) -> Columns:  # noqa: N803
         check_is_fitted(self)
-        return _append(X, {self.name: evaluate_expression(self.tree_, X)}, "expression")
+        table = Columns.of(X)
+        values = evaluate_expression(self.tree_, table)
+        return table.replace([], {self.name: values}, "expression")
 
 
 class ColumnStep(FrameTransformer):
-    """Fit ``transformer`` on some columns and put its output in their place.
-
-    Output columns are named by the transformer's ``get_feature_names_out`` (the same names
-    for one-to-one transforms) and appended after the untouched columns.
-    """
+    """Fit ``transformer`` on some columns (as a plain array) and put its output in their
+    place, named by its ``get_feature_names_out`` (the same names for one-to-one
+    transforms), after the untouched columns."""
 
     def __init__(self, transformer: Any, columns: Sequence[str]) -> None:
         self.transformer = transformer
         self.columns = columns
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> ColumnStep:  # noqa: N803
+    def fit(self, X: Columns | pd.DataFrame, y: Any = None) -> ColumnStep:  # noqa: N803
         self.fit_transform(X, y)
         return self
 
-    def fit_transform(self, X: pd.DataFrame, y: Any = None, **_: Any) -> pd.DataFrame:  # noqa: N803
-        self._require(X, self.columns, type(self.transformer).__name__)
+    def fit_transform(self, X: Columns | pd.DataFrame, y: Any = None, **_: Any) -> Columns:  # noqa: N803
+        table = Columns.of(X)
+        self._require(table, self.columns, type(self.transformer).__name__)
         self.transformer_ = clone(self.transformer)
         # fit_transform, not fit().transform(): TargetEncoder cross-fits on the training rows.
-        out = self.transformer_.fit_transform(X[list(self.columns)], y)
+        out = self.transformer_.fit_transform(table.matrix(self.columns), y)
         try:
             self.names_out_ = [
                 str(n) for n in self.transformer_.get_feature_names_out(list(self.columns))
             ]
         except (AttributeError, ValueError):
             self.names_out_ = list(self.columns)
-        return self._merge(X, out)
+        return self._merge(table, out)
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+    def transform(self, X: Columns | pd.DataFrame) -> Columns:  # noqa: N803
         check_is_fitted(self)
-        return self._merge(X, self.transformer_.transform(X[list(self.columns)]))
+        table = Columns.of(X)
+        return self._merge(table, self.transformer_.transform(table.matrix(self.columns)))
 
-    def _merge(self, frame: pd.DataFrame, out: Any) -> pd.DataFrame:
+    def _merge(self, table: Columns, out: Any) -> Columns:
         if hasattr(out, "toarray"):
             out = out.toarray()
         values = np.asarray(out)
@@ -364,7 +438,7 @@ class ColumnStep(FrameTransformer):
                 f"{len(self.names_out_)} names"
             )
         new = {name: values[:, i] for i, name in enumerate(self.names_out_)}
-        return _append(frame.drop(columns=list(self.columns)), new, type(self.transformer).__name__)
+        return table.replace(self.columns, new, type(self.transformer).__name__)
 
 
 # --- array transformers used by ColumnStep ---------------------------------------------------
@@ -553,7 +627,8 @@ class _Compiler:
         assemble = self.assemble(dense)
         if not self.stages and not self.selection:
             return assemble
-        return Pipeline([*self.stages, ("assemble", assemble), *self.selection])
+        frame = [("frame", ToFrame())] if self.stages else []
+        return Pipeline([*self.stages, *frame, ("assemble", assemble), *self.selection])
 
     def assemble(self, dense: bool) -> ColumnTransformer:
         numeric = [n for n, c in self.columns.items() if c.kind == NUMERIC and not c.scaled]

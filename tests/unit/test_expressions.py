@@ -152,7 +152,7 @@ def test_the_parser_never_evaluates(monkeypatch):
 
 def test_the_transformer_adds_a_column_and_refuses_text_inputs():
     step = features.ExpressionFeature("ratio", "a / b").fit(FRAME)
-    out = step.transform(FRAME)
+    out = step.transform(FRAME).frame()
     assert list(out.columns) == [*COLUMNS, "ratio"]
     assert same(out["ratio"].tolist(), [0.5, NAN, -0.25, NAN, 0.0])
     text = FRAME.assign(city=["x", "y", "z", "x", "y"])

@@ -78,7 +78,8 @@ def build(
 def stage_output(pre: Pipeline, name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """The frame right after the stage ``name`` (stages are fitted already)."""
     names = [n for n, _ in pre.steps]
-    return pre[: names.index(name) + 1].transform(frame)
+    out = pre[: names.index(name) + 1].transform(frame)
+    return out.frame() if isinstance(out, features.Columns) else out
 
 
 def assembled(pre: Pipeline) -> ColumnTransformer:
