@@ -713,6 +713,7 @@ def describe() -> list[dict[str, Any]]:
             prop = {**copy.deepcopy(dict(param.schema)), "description": param.description}
             if not param.required:
                 prop["default"] = copy.deepcopy(param.default)
+                _allow_null(prop)
             properties[param.name] = prop
         out.append(
             {
@@ -730,6 +731,43 @@ def describe() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a pipeline's ``preprocessing`` list (for the OpenAPI document): an
+    array of objects, one shape per step, told apart by ``op``."""
+    shapes = []
+    for entry in describe():
+        parameters = entry["parameters"]
+        shapes.append(
+            {
+                "type": "object",
+                "title": entry["name"],
+                "description": f"[{entry['kind']}] {entry['description']}",
+                "properties": {"op": {"const": entry["name"]}, **parameters["properties"]},
+                "required": ["op", *parameters["required"]],
+                "additionalProperties": False,
+            }
+        )
+    return {
+        "type": "array",
+        "maxItems": MAX_STEPS,
+        "description": "Preprocessing steps; GET /preprocessing/steps lists them.",
+        "items": {"oneOf": shapes, "discriminator": {"propertyName": "op"}},
+    }
+
+
+def _allow_null(prop: dict[str, Any]) -> None:
+    """null is accepted for every optional parameter (it means the default): say so."""
+    kinds = prop.get("type")
+    if isinstance(kinds, str) and kinds != "null":
+        prop["type"] = [kinds, "null"]
+    elif isinstance(kinds, list) and "null" not in kinds:
+        prop["type"] = [*kinds, "null"]
+    elif "enum" in prop and None not in prop["enum"]:
+        prop["enum"] = [*prop["enum"], None]
+    elif "anyOf" in prop and {"type": "null"} not in prop["anyOf"]:
+        prop["anyOf"] = [*prop["anyOf"], {"type": "null"}]
 
 
 # --- checking values against the small JSON-schema subset used above ------------------------

@@ -97,12 +97,28 @@ def test_describe_is_json_with_a_schema_per_step():
     clip = next(d for d in described if d["name"] == "clip_outliers")
     assert clip["kind"] == "learned"
     assert clip["parameters"]["additionalProperties"] is False
-    assert clip["parameters"]["properties"]["method"]["enum"] == ["quantile", "iqr"]
+    assert clip["parameters"]["properties"]["method"]["enum"] == ["quantile", "iqr", None]
     assert clip["parameters"]["properties"]["upper"]["default"] == 0.99
     filt = next(d for d in described if d["name"] == "filter_rows")
     assert filt["parameters"]["required"] == ["column", "operator"]
     for entry in described:
         validate([entry["example"]], task="classification")
+
+
+def test_json_schema_of_the_list_is_valid_openapi():
+    from openapi_spec_validator import validate as validate_openapi
+
+    schema = prep.json_schema()
+    assert [shape["properties"]["op"]["const"] for shape in schema["items"]["oneOf"]] == [
+        s.op for s in prep.STEPS
+    ]
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {},
+        "components": {"schemas": {"Preprocessing": schema}},
+    }
+    validate_openapi(document)
 
 
 def test_the_module_imports_only_the_standard_library():
