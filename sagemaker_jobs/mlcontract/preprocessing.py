@@ -155,6 +155,8 @@ def _check_scalar(value: Any) -> None:
         raise _ParamError("value", f"must be finite, got {value!r}")
     if not isinstance(value, bool | int | float | str):
         raise _ParamError("value", f"must hold numbers, strings or booleans, got {_show(value)}")
+    if isinstance(value, int) and not isinstance(value, bool) and not _is_int(value):
+        raise _ParamError("value", f"must be within 64-bit range, got {_show(value)}")
 
 
 def _check_impute(step: Step, task: str | None) -> None:
@@ -808,11 +810,11 @@ def _is_type(value: Any, kind: str) -> bool:
     if kind == "integer":
         if isinstance(value, float):
             return math.isfinite(value) and value.is_integer()
-        return isinstance(value, int) and not isinstance(value, bool)
+        return _is_int(value)
     if kind == "number":
         if isinstance(value, float):
             return math.isfinite(value)
-        return isinstance(value, int) and not isinstance(value, bool)
+        return _is_int(value)
     if kind == "string":
         return isinstance(value, str)
     if kind == "array":
@@ -820,6 +822,11 @@ def _is_type(value: Any, kind: str) -> bool:
     if kind == "object":
         return isinstance(value, dict)
     raise AssertionError(kind)
+
+
+def _is_int(value: Any) -> bool:
+    # Python's ints are unbounded; numpy, pandas and scikit-learn stop at 64 bits.
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
 
 
 def _conform(value: Any, schema: Mapping[str, Any], where: str) -> Any:

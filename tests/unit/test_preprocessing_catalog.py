@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from chalice import Chalice
 from chalice.test import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib.api import preprocessing as preprocessing_api
 from mlcontract import preprocessing as prep
@@ -534,3 +536,43 @@ def test_offsets_are_converted_to_utc():
 )
 def test_looks_like_datetime(text, expected):
     assert prep.looks_like_datetime(text) is expected
+
+
+# --- whatever a caller sends: a list of normalized steps, or a StepsError ---------------------
+
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+PARAM_NAMES = sorted({p.name for s in prep.STEPS for p in s.params} | {"op", "zz"})
+plausible_steps = st.fixed_dictionaries(
+    {"op": st.sampled_from([*prep.BY_OP, "zz"])},
+    optional={
+        name: json_values | st.sampled_from(["a", "x", 2, [1, 2], ["a"]])
+        for name in PARAM_NAMES
+        if name != "op"
+    },
+)
+# `make test` replays the same examples (derandomized); `make fuzz` does not reach here.
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None)
+
+
+@FUZZ
+@given(
+    st.lists(plausible_steps | json_values, max_size=4),
+    st.sampled_from([None, "classification", "regression"]),
+)
+def test_any_input_is_normalized_or_refused_with_a_steps_error(steps, task):
+    try:
+        normalized = prep.validate_steps(steps, task=task, target="label", columns=SCHEMA)
+    except prep.StepsError as exc:
+        assert str(exc).startswith("preprocessing")
+        return
+    assert prep.validate_steps(normalized, task=task) == normalized
+    json.dumps(normalized, allow_nan=False)
