@@ -66,13 +66,22 @@ def coerce_features(frame: pd.DataFrame, signature: list[dict[str, str]]) -> pd.
     Numeric and boolean columns become float64 with NaN for missing, because nullable or
     object-typed booleans/integers (what parquet nulls turn into) break the median imputer.
     String columns become text with NaN for missing so mixed or categorical values are
-    encoded consistently with what inference.py sends. Every signature column must exist.
+    encoded consistently with what inference.py sends; datetime columns keep their values.
+    Every signature column must exist.
     """
     columns: dict[str, Any] = {}
     for field in signature:
         name, kind = field["name"], field["type"]
         series = frame[name]
-        if kind == "string":
+        if kind == "datetime":
+            # Kept as they are (datetime64 or ISO 8601 text); features.DatetimeParts reads
+            # both the way it reads the ISO strings sent for prediction.
+            if pd.api.types.is_datetime64_any_dtype(series.dtype):
+                columns[name] = series
+            else:
+                as_object = series.astype(object)
+                columns[name] = as_object.where(as_object.notna(), np.nan).to_numpy()
+        elif kind == "string":
             as_object = series.astype(object)
             missing = as_object.isna().to_numpy()
             values = np.array([str(value) for value in as_object], dtype=object)

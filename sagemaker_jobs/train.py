@@ -10,6 +10,11 @@ CLI (hyperparameters arrive as ``--name value`` strings; anything unknown is ign
     --target <column name>
     --hyperparameters <JSON object, default "{}">   estimator keyword arguments
     --seed <int, default 42>
+    --preprocessing <JSON list, default none>        the pipeline's normalized preprocessing
+                                                     steps (mlcontract.preprocessing); the job
+                                                     compiles the learned ones. Longer specs
+                                                     may come as preprocessing.json in the
+                                                     training channel instead.
 
 Environment:
     SM_CHANNEL_TRAIN  directory with one or more ``*.parquet`` files (read in name order)
@@ -18,9 +23,9 @@ Environment:
                       (SageMaker shows it as FailureReason); default /opt/ml/output
     SM_HPS            optional; set by the SageMaker training toolkit (see _estimator_kwargs)
 
-The script runs from a copy of the sagemaker_jobs directory (jobkit.py and inference.py must
-sit next to it), so it imports only the standard library, numpy, pandas, pyarrow (through
-pandas), scikit-learn, joblib and its sibling module jobkit.
+The script runs from a copy of the sagemaker_jobs directory (jobkit.py, features.py and
+inference.py must sit next to it), so it imports only the standard library, numpy, pandas,
+pyarrow (through pandas), scikit-learn, joblib and its sibling modules jobkit and features.
 """
 
 from __future__ import annotations
@@ -35,23 +40,25 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+import features as featurelib  # imported as 'features': the name pickles refer to
 import jobkit
 from jobkit import JobError
 from mlcontract import catalog, columns
+from mlcontract import preprocessing as prep
 
 FORMAT_VERSION = 1
 TASKS = ("classification", "regression")
 
 ALGORITHMS = catalog.ALGORITHMS
 
-_OPTIONS = ("--algorithm", "--task", "--target", "--hyperparameters", "--seed")
+_OPTIONS = ("--algorithm", "--task", "--target", "--hyperparameters", "--seed", "--preprocessing")
+# Where a preprocessing spec too long for a hyperparameter (SageMaker: 2500 chars) may sit.
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -63,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True)
     parser.add_argument("--hyperparameters", default="{}")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--preprocessing", default="")
     return parser
 
 
@@ -137,11 +145,9 @@ def _target_name(cli_value: str) -> str:
 
 
 def column_type(series: pd.Series) -> str:
-    """Signature type of a feature column (``mlcontract.columns``). Datetimes are served as
-    text for now: they are one-hot encoded like any other string column."""
-    kinds = {type(v) for v in series.dropna()} if series.dtype == object else set()
-    kind = columns.infer(str(series.dtype), kinds)
-    return "string" if kind == "datetime" else kind
+    """Signature type of a feature column (``mlcontract.columns``; ISO 8601 text is a
+    datetime). Datetimes are expanded into parts and served from ISO 8601 strings."""
+    return featurelib.signature_type(series)
 
 
 def make_estimator(algorithm: str, task: str, hyperparameters: dict[str, Any], seed: int) -> Any:
@@ -173,28 +179,39 @@ def make_estimator(algorithm: str, task: str, hyperparameters: dict[str, Any], s
     return estimator
 
 
-def build_pipeline(signature: list[dict[str, str]], estimator: Any, dense: bool) -> Pipeline:
-    numeric = [f["name"] for f in signature if f["type"] != "string"]
-    categorical = [f["name"] for f in signature if f["type"] == "string"]
-    transformers: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        numeric_steps = Pipeline(
-            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+def build_pipeline(
+    signature: list[dict[str, str]],
+    estimator: Any,
+    dense: bool,
+    steps: list[dict[str, Any]] | None = None,
+    *,
+    task: str = "",
+    seed: int = 0,
+    classes: list[Any] | None = None,
+    notes: list[str] | None = None,
+) -> Pipeline:
+    """The learned preprocessing steps (defaults where the spec is silent: numbers
+    median-imputed and scaled, text one-hot encoded, datetimes expanded; see features.py)
+    followed by the estimator. What the defaults did is appended to ``notes``."""
+    try:
+        preprocess, made = featurelib.build_preprocessing(
+            signature, steps or [], task=task, dense=dense, seed=seed, classes=classes
         )
-        transformers.append(("numeric", numeric_steps, numeric))
-    if categorical:
-        categorical_steps = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                ("onehot", OneHotEncoder(handle_unknown="ignore")),
-            ]
-        )
-        transformers.append(("categorical", categorical_steps, categorical))
-    # HistGradientBoosting rejects sparse input, which one-hot encoding would otherwise produce.
-    preprocess = ColumnTransformer(
-        transformers, remainder="drop", sparse_threshold=0.0 if dense else 0.3
-    )
+    except featurelib.FeatureSpecError as exc:
+        raise JobError(f"Preprocessing: {exc}") from None
+    if notes is not None:
+        notes.extend(made)
     return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
+
+
+def _preprocessing_steps(cli_value: str, train_dir: Path) -> list[dict[str, Any]]:
+    spec_file = train_dir / PREPROCESSING_FILE
+    if not cli_value and spec_file.is_file():
+        cli_value = spec_file.read_text(encoding="utf-8")
+    try:
+        return featurelib.steps_from_argument(cli_value, _sm_hps().get("preprocessing"))
+    except (featurelib.FeatureSpecError, ValueError) as exc:
+        raise JobError(f"Invalid --preprocessing: {exc}") from None
 
 
 def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[str, Any]:
@@ -208,6 +225,7 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     if not target:
         raise JobError("--target must name a column.")
     hyperparameters = _estimator_kwargs(args.hyperparameters)
+    steps = _preprocessing_steps(args.preprocessing, train_dir)
     estimator = make_estimator(args.algorithm, args.task, hyperparameters, args.seed)
 
     data = jobkit.read_parquet_dir(train_dir, label="Training data", channel="training channel")
@@ -225,20 +243,43 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
         for name in feature_names
         if name not in dropped
     ]
+    # Id-like and constant columns are not features (unless a step names them): left out of
+    # the signature, so predictions need not send them.
+    excluded = featurelib.default_exclusions(data, signature, steps)
+    left_out = {e["name"] for e in excluded}
+    signature = [f for f in signature if f["name"] not in left_out]
+    notes = [f"column {e['name']!r} left out: {e['reason']}" for e in excluded]
     if not signature:
-        raise JobError(f"No usable feature columns besides target {target!r}.")
+        hint = (
+            f" (left out: {', '.join(sorted(left_out))}; keep_columns uses them)"
+            if excluded
+            else ""
+        )
+        raise JobError(f"No usable feature columns besides target {target!r}{hint}.")
     features = jobkit.coerce_features(data, signature)
 
     labels = jobkit.target_values(data, target, args.task)
+    target_classes = None
+    if args.task == "classification":
+        target_classes = [jobkit.json_value(c) for c in np.unique(labels)]
 
     pipeline = build_pipeline(
-        signature, estimator, dense=args.algorithm == "hist_gradient_boosting"
+        signature,
+        estimator,
+        dense=args.algorithm == "hist_gradient_boosting",
+        steps=steps,
+        task=args.task,
+        seed=args.seed,
+        classes=target_classes,
+        notes=notes,
     )
     print(
         f"Fitting {type(estimator).__name__} on {len(features)} rows, "
         f"{len(signature)} features (dropped all-null: {dropped})",
         flush=True,
     )
+    for note in notes:
+        print(f"Note: {note}", flush=True)
     pipeline.fit(features, labels)
 
     classes = None
@@ -255,6 +296,9 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
         "classes": classes,
         "training_rows": len(features),
         "dropped_columns": dropped,
+        "excluded_columns": excluded,
+        "preprocessing": [s for s in steps if s["op"] not in prep.ROW_OPS],
+        "notes": notes,
         "sklearn_version": sklearn.__version__,
         "pandas_version": pd.__version__,
     }
@@ -267,6 +311,8 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     code_dir = model_dir / "code"
     code_dir.mkdir(exist_ok=True)
     shutil.copyfile(inference_src, code_dir / "inference.py")
+    # The pipeline pickles classes from features.py: the model unpickles only beside it.
+    shutil.copyfile(Path(featurelib.__file__), code_dir / "features.py")
     # The hooks parse requests with the contract package: it travels with the model.
     contract = Path(columns.__file__).resolve().parent
     shutil.copytree(
