@@ -167,8 +167,10 @@ def artefact_facts(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
         "sha256": archive.sha256_of(packed) if packed.is_file() else None,
         "signature": metadata["signature"]["inputs"],
         "classes": metadata.get("classes"),
-        "dropped_columns": metadata.get("dropped_columns", []),
         "training_rows": metadata.get("training_rows"),
+        "excluded_columns": metadata.get("excluded_columns", [])[:200],
+        "preprocessing": metadata.get("preprocessing", []),
+        "notes": metadata.get("notes", [])[:50],
     }
 
 

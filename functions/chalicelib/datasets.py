@@ -303,6 +303,9 @@ def _store_version(
     ports: Ports, name: str, fmt: str, source_type: str, raw: bytes
 ) -> dict[str, Any]:
     frame = parse_table(raw, fmt)
+    from chalicelib import cleaning
+
+    frame, _ = cleaning.type_datetime_columns(frame)  # ISO 8601 text columns are datetimes
     stats = profile(frame)
     data = to_parquet(frame)
     profile_bytes = json.dumps(stats, allow_nan=False).encode()

@@ -8,43 +8,53 @@ from chalicelib import datasets, tables
 from chalicelib.errors import BadRequestError, ConflictError, NotFoundError
 from chalicelib.ports import ConditionFailedError, Write
 from chalicelib.runtime import Ports
-from chalicelib.schemas import DropColumns, DropMissing, PipelineCreate
+from chalicelib.schemas import PipelineCreate
 from chalicelib.timeutil import now_iso
+from mlcontract import preprocessing as prep
 
 
 def check_against_schema(
     spec: PipelineCreate, dataset: dict[str, Any], profile: dict[str, Any] | None = None
-) -> None:
-    """The columns a pipeline names must exist in the dataset version it will read."""
-    columns = {c["name"] for c in dataset["schema"]}
+) -> dict[str, Any]:
+    """What a pipeline names must fit the dataset version it will read: its columns exist
+    with types its steps accept, and the target suits the task. Returns the ``warnings``
+    and the ``excluded_columns`` (id-like or constant, left out by training) to report."""
     where = f"dataset {dataset['name']!r} v{dataset['version']}"
+    columns = {c["name"]: c["type"] for c in dataset["schema"]}
     if spec.target not in columns:
         raise BadRequestError(f"target column {spec.target!r} is not in {where}")
-    for step in spec.preprocessing:
-        named = step.columns if isinstance(step, DropColumns | DropMissing) else None
-        missing = [c for c in named or [] if c not in columns]
-        if missing:
-            raise BadRequestError(f"{step.op}: columns {missing} are not in {where}")
+    try:
+        prep.validate_steps(spec.preprocessing, task=spec.task, target=spec.target, columns=columns)
+    except prep.StepsError as exc:
+        raise BadRequestError(f"{exc} (in {where})") from None
+    profile = profile or {}
+    target = next((c for c in profile.get("columns", []) if c["name"] == spec.target), None)
+    warnings: list[str] = []
+    if target is not None:
+        try:
+            warnings = prep.check_target(spec.task, target, rows=profile.get("rows"))
+        except prep.TargetTaskError as exc:
+            raise BadRequestError(f"{exc} ({where})") from None
+    if spec.task == "regression" and columns[spec.target] not in ("integer", "number"):
+        raise BadRequestError(
+            f"regression needs a numeric target; {spec.target!r} is "
+            f"{columns[spec.target]} in {where}"
+        )
     wants_auc = "roc_auc" in [*spec.evaluation.metrics, *spec.evaluation.thresholds]
-    if wants_auc and profile is not None:
-        distinct = next(c["distinct"] for c in profile["columns"] if c["name"] == spec.target)
-        if distinct != 2:
-            raise BadRequestError(
-                f"roc_auc needs a binary target; {spec.target!r} has {distinct} classes in {where}"
-            )
-    if spec.task == "regression":
-        kind = next(c["type"] for c in dataset["schema"] if c["name"] == spec.target)
-        if kind not in ("integer", "number"):
-            raise BadRequestError(
-                f"regression needs a numeric target; {spec.target!r} is {kind} in {where}"
-            )
+    if wants_auc and target is not None and target.get("distinct") != 2:
+        raise BadRequestError(
+            f"roc_auc needs a binary target; {spec.target!r} has {target.get('distinct')} "
+            f"classes in {where}"
+        )
+    excluded = prep.default_exclusions(profile, spec.target, spec.preprocessing) if profile else []
+    return {"warnings": warnings, "excluded_columns": excluded}
 
 
 def create(ports: Ports, spec: PipelineCreate) -> dict[str, Any]:
     from chalicelib import deployment
 
     dataset = datasets.get_version(ports, spec.dataset.name, spec.dataset.version)
-    check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
+    checked = check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
     if spec.deployment is not None:
         deployment.check_pipeline_target(
             ports, spec.deployment.endpoint, spec.model_name or spec.name
@@ -54,7 +64,7 @@ def create(ports: Ports, spec: PipelineCreate) -> dict[str, Any]:
         ports.metadata.put(Write(tables.PIPELINES, spec.name, record, expected_rev=0))
     except ConditionFailedError:
         raise ConflictError(f"pipeline {spec.name!r} already exists") from None
-    return record
+    return {**record, **checked}
 
 
 def get(ports: Ports, name: str) -> dict[str, Any]:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from chalicelib.names import Name
 from mlcontract import catalog, metrics
+from mlcontract import preprocessing as prep
 
 Task = Literal["classification", "regression"]
 
@@ -52,21 +60,9 @@ class DatasetRef(Strict):
     version: int | None = Field(default=None, ge=1, description="Omit to use the latest.")
 
 
-class DropColumns(Strict):
-    op: Literal["drop_columns"]
-    columns: list[str] = Field(min_length=1)
-
-
-class DropDuplicates(Strict):
-    op: Literal["drop_duplicates"]
-
-
-class DropMissing(Strict):
-    op: Literal["drop_missing"]
-    columns: list[str] | None = Field(default=None, description="Omit for any column.")
-
-
-PreprocessingStep = Annotated[DropColumns | DropDuplicates | DropMissing, Field(discriminator="op")]
+# Preprocessing steps: validated and normalized by the step catalog (every parameter present,
+# defaults filled in); GET /preprocessing/steps lists them with their parameter schemas.
+PreprocessingSteps = Annotated[list[dict[str, Any]], WithJsonSchema(prep.json_schema())]
 
 
 class ModelSpec(Strict):
@@ -93,7 +89,7 @@ class PipelineCreate(Strict):
     dataset: DatasetRef
     target: str = Field(min_length=1)
     task: Task
-    preprocessing: list[PreprocessingStep] = Field(default_factory=list)
+    preprocessing: PreprocessingSteps = Field(default_factory=list)
     model: ModelSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     deployment: DeploymentSpec | None = None
@@ -113,9 +109,9 @@ class PipelineCreate(Strict):
         except catalog.HyperparameterError as exc:
             raise ValueError(str(exc)) from None
         metrics.check(self.task, [*self.evaluation.metrics, *self.evaluation.thresholds])
-        for step in self.preprocessing:
-            if isinstance(step, DropColumns) and self.target in step.columns:
-                raise ValueError(f"preprocessing cannot drop the target column {self.target!r}")
+        self.preprocessing = prep.validate_steps(
+            self.preprocessing, task=self.task, target=self.target
+        )
         return self
 
     @property

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from chalicelib import datasets, deployment, registry, runs, workflow
+from chalicelib import cleaning, datasets, deployment, registry, runs, workflow
 from chalicelib.errors import MLPipeError, StepError, TransientError
 from chalicelib.ports import JobKind, JobSpec, TooLargeError
-from chalicelib.preprocessing import clean, split
+from chalicelib.preprocessing import split
 from chalicelib.runtime import Ports, ports
 from chalicelib.schemas import PipelineCreate
 from chalicelib.timeutil import now_iso
@@ -163,12 +163,28 @@ def ingest(ctx: StepContext) -> StepResult:
 def validate(ctx: StepContext) -> StepResult:
     spec = ctx.spec
     frame = datasets.load_frame(ctx.ports, ctx.event["ingest"]["key"])
-    steps = [s.model_dump() for s in spec.preprocessing]
-    cleaned, report = clean(frame, spec.target, spec.task, steps)
+    cleaned, report = cleaning.clean(frame, spec.target, spec.task, spec.preprocessing)
     key = f"{ctx.prefix}/clean/data.parquet"
     ctx.ports.store.put_bytes(key, datasets.to_parquet(cleaned))
-    result = {"key": key, **report}
+    # The whole report (it can list thousands of dropped columns) beside the data; the state
+    # and the run record carry a bounded summary (Step Functions state: 256 KiB).
+    report_key = f"{ctx.prefix}/clean/report.json"
+    ctx.ports.store.put_bytes(report_key, json.dumps(report, default=str).encode())
+    summary = _bounded(report)
+    result = {"key": key, "report": report_key, **summary}
     return StepResult(result, detail={"detail": result})
+
+
+def _bounded(report: dict[str, Any], items: int = 20) -> dict[str, Any]:
+    """The report with every list cut to ``items`` entries (and its full length said)."""
+    out: dict[str, Any] = {}
+    for name, value in report.items():
+        if isinstance(value, list) and len(value) > items:
+            out[name] = value[:items]
+            out[f"{name}_count"] = len(value)
+        else:
+            out[name] = value
+    return out
 
 
 @task("split")
@@ -197,9 +213,32 @@ def _start_job(ctx: StepContext, spec: JobSpec) -> StepResult:
     return StepResult(job, status="RUNNING", detail={"job": {"name": spec.name, "kind": spec.kind}})
 
 
+# SageMaker caps a hyperparameter value at 2500 characters: a longer preprocessing spec
+# travels as preprocessing.json in the training channel instead (train.py reads either).
+MAX_ARGUMENT = 2500
+
+
+def _training_arguments(ctx: StepContext) -> dict[str, str]:
+    spec = ctx.spec
+    arguments = {
+        "algorithm": spec.model.algorithm,
+        "task": spec.task,
+        "target": spec.target,
+        "hyperparameters": json.dumps(spec.model.hyperparameters),
+        "seed": str(spec.seed),
+    }
+    steps = json.dumps(spec.preprocessing, separators=(",", ":"))
+    if len(steps) <= MAX_ARGUMENT:
+        arguments["preprocessing"] = steps
+    else:
+        ctx.ports.store.put_bytes(
+            f"{ctx.event['split']['train']}/preprocessing.json", steps.encode()
+        )
+    return arguments
+
+
 @task("start_training")
 def start_training(ctx: StepContext) -> StepResult:
-    spec = ctx.spec
     name = job_name(ctx.run_id, "train", int(ctx.event.get("train_attempt", 1)))
     return _start_job(
         ctx,
@@ -207,13 +246,7 @@ def start_training(ctx: StepContext) -> StepResult:
             name=name,
             kind="training",
             entry_point="train.py",
-            arguments={
-                "algorithm": spec.model.algorithm,
-                "task": spec.task,
-                "target": spec.target,
-                "hyperparameters": json.dumps(spec.model.hyperparameters),
-                "seed": str(spec.seed),
-            },
+            arguments=_training_arguments(ctx),
             inputs={"train": ctx.event["split"]["train"]},
             output_prefix=f"{ctx.prefix}/model",
             max_runtime_seconds=ctx.ports.settings.max_job_seconds,
@@ -325,10 +358,15 @@ def register(ctx: StepContext) -> StepResult:
             "sha256": facts["sha256"],
             "signature": facts["signature"],
             "classes": facts.get("classes"),
+            "excluded_columns": facts.get("excluded_columns", [])[:200],
+            "preprocessing": facts.get("preprocessing", []),
         },
     )  # fmt: skip
     model = {"name": name, "version": version["version"]}
-    return StepResult(model, detail={"detail": model}, run_fields={"model": model})
+    notes = [*facts.get("notes", []), *ctx.event["clean"].get("warnings", [])]
+    return StepResult(
+        model, detail={"detail": model}, run_fields={"model": model, "notes": notes[:50]}
+    )
 
 
 @task("deploy")

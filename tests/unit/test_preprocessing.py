@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chalicelib.cleaning import clean
 from chalicelib.errors import StepError
-from chalicelib.preprocessing import clean, split
+from chalicelib.preprocessing import split
 
 
 def frame(n: int = 100) -> pd.DataFrame:
@@ -44,7 +45,7 @@ def test_clean_applies_drop_columns_and_drop_missing() -> None:
     ("df", "needle"),
     [
         (frame(5), "usable rows"),
-        (frame().assign(y="p"), "single class"),
+        (frame().assign(y="p"), "has 1 class"),
         (frame()[["y"]], "no feature columns"),
     ],
 )

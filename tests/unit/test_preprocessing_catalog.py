@@ -136,7 +136,7 @@ def test_the_module_imports_only_the_standard_library():
 
 def test_get_preprocessing_steps_route():
     app = Chalice("test")
-    app.register_blueprint(preprocessing_api.blueprint)
+    app.register_blueprint(preprocessing_api.api)
     with Client(app) as client:
         response = client.http.get("/preprocessing/steps")
     assert response.status_code == 200

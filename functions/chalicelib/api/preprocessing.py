@@ -1,19 +1,20 @@
-"""``GET /preprocessing/steps``: the preprocessing steps a pipeline may use, with the JSON
-Schema of their parameters and an example (``mlcontract.preprocessing.describe``)."""
+"""The preprocessing step catalog: what a pipeline's ``preprocessing`` may hold."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint, IAMAuthorizer
-
+from chalicelib.api import Api
 from mlcontract import preprocessing
 
-blueprint = Blueprint(__name__)
-# API Gateway enforces it on AWS; Chalice's local server admits every request.
-iam = IAMAuthorizer()
+api = Api(__name__)
 
 
-@blueprint.route("/preprocessing/steps", methods=["GET"], authorizer=iam)
+@api.operation("/preprocessing/steps", "GET")
 def preprocessing_steps() -> dict[str, Any]:
+    """The preprocessing steps a pipeline may use, with their parameters' JSON Schema.
+
+    Each step is a row step (run on the raw table before training) or a learned step
+    (fitted inside the model, so serving applies it to raw rows); an example comes with each.
+    """
     return {"steps": preprocessing.describe()}
