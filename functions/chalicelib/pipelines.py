@@ -105,7 +105,7 @@ def delete(ports: Ports, name: str) -> dict[str, Any]:
     running = [
         r.item["run_id"]
         for r in ports.metadata.query(tables.RUNS)
-        if r.item["pipeline"] == name and r.item["status"] == "RUNNING"
+        if r.item.get("pipeline") == name and r.item["status"] == "RUNNING"
     ]
     if running:
         raise ConflictError(

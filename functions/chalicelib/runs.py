@@ -53,17 +53,44 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
             f"dataset {dataset['name']!r} v{dataset['version']} is {dataset['status']}"
         )
     pipelines.check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
-    run_id = uuid.uuid4().hex
+    return launch(
+        ports,
+        "pipeline",
+        {
+            "pipeline": pipeline_name,
+            "dataset": {"name": dataset["name"], "version": dataset["version"]},
+        },
+        {
+            "pipeline": spec.model_dump(mode="json"),
+            "dataset": {"name": dataset["name"], "version": dataset["version"],
+                        "key": dataset["key"]},
+            "train_attempt": 1,
+        },
+    )  # fmt: skip
+
+
+def launch(
+    ports: Ports,
+    kind: str,
+    fields: dict[str, Any],
+    execution_input: dict[str, Any],
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Start a run of ``kind``: record it (taking a slot of the concurrency cap) and start its
+    execution. ``fields`` go on the run record (what a user reads), ``execution_input`` to
+    the state machine (with ``kind``, ``run_id`` and ``poll_seconds`` added)."""
+    run_id = run_id or uuid.uuid4().hex
     now = now_iso()
     record: dict[str, Any] = {
         "run_id": run_id,
-        "pipeline": pipeline_name,
+        "kind": kind,
+        "pipeline": None,
+        **fields,
         "status": "RUNNING",
         "steps": [
             {"name": s, "status": "PENDING", "started_at": None, "ended_at": None}
-            for s in workflow.RUN_STEPS
+            for s in workflow.STEPS_BY_KIND[kind]
         ],
-        "dataset": {"name": dataset["name"], "version": dataset["version"]},
         "metrics": {},
         "model": None,
         "error": None,
@@ -72,16 +99,14 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
         "ended_at": None,
     }
     _admit(ports, record)
-    execution_input = {
-        "kind": "pipeline",
+    payload = {
+        **execution_input,
+        "kind": kind,
         "run_id": run_id,
-        "pipeline": spec.model_dump(mode="json"),
-        "dataset": {"name": dataset["name"], "version": dataset["version"], "key": dataset["key"]},
         "poll_seconds": ports.settings.poll_seconds,
-        "train_attempt": 1,
     }
     try:
-        arn = ports.orchestrator.start(run_id, execution_input)
+        arn = ports.orchestrator.start(run_id, payload)
     except OrchestratorUnavailableError as exc:
         log.error("StartExecution failed for run %s: %s", run_id, exc)
         message = "the orchestrator could not start this run; try again"
@@ -93,7 +118,7 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
         )
         raise ServiceUnavailableError(message) from None
     update(ports, run_id, execution_arn=arn)
-    return {"run_id": run_id, "status": "RUNNING", "pipeline": pipeline_name}
+    return {"run_id": run_id, "status": "RUNNING", "kind": kind, **fields}
 
 
 def _admit(ports: Ports, record: dict[str, Any]) -> None:
@@ -268,7 +293,7 @@ def _aborted(message: str) -> dict[str, Any]:
 
 def list_for_pipeline(ports: Ports, pipeline: str) -> list[dict[str, Any]]:
     pipelines.get(ports, pipeline)
-    runs = [r.item for r in ports.metadata.query(tables.RUNS) if r.item["pipeline"] == pipeline]
+    runs = [r.item for r in ports.metadata.query(tables.RUNS) if r.item.get("pipeline") == pipeline]
     runs.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
     return [
         {k: r[k] for k in ("run_id", "status", "created_at", "ended_at", "model")} for r in runs

@@ -387,9 +387,22 @@ def deploy(ctx: StepContext) -> StepResult:
 # --- ends ----------------------------------------------------------------------------------
 
 
+# How a run of each kind ends, besides its run record: e.g. a batch prediction registers its
+# output dataset version, an ingestion marks its dataset version READY or FAILED. Called
+# with the ended run (its status and error) by RecordSuccess and RecordFailure.
+ON_END: dict[str, Callable[[StepContext, dict[str, Any]], None]] = {}
+
+
+def _ended(ctx: StepContext, run: dict[str, Any]) -> None:
+    hook = ON_END.get(str(ctx.event.get("kind", "pipeline")))
+    if hook is not None:
+        hook(ctx, run)
+
+
 @task("finish")
 def finish(ctx: StepContext) -> StepResult:
     run = runs.end(ctx.ports, ctx.run_id, "SUCCEEDED")
+    _ended(ctx, run)
     return StepResult({"status": run["status"]}, status=None)
 
 
@@ -418,4 +431,5 @@ def fail_run(ctx: StepContext) -> StepResult:
     run = runs.end(
         ctx.ports, ctx.run_id, "FAILED", {"step": step, "type": kind, "message": message}
     )
+    _ended(ctx, run)
     return StepResult({"status": run["status"], "error": run["error"]}, status=None)

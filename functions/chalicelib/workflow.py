@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# What a user sees of a run, in order (GET /runs/{id} "steps").
-RUN_STEPS: tuple[str, ...] = (
-    "ingest", "validate", "split", "train", "evaluate", "quality_gate", "register", "deploy",
-)  # fmt: skip
+# Every execution is a run of some kind; what a user sees of it, in order (GET /runs/{id}
+# "steps"). A new kind of work adds its steps here, its Tasks below, its flow in
+# stepfunctions/__init__.py and how it ends in steps.py (ENDINGS).
+STEPS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "pipeline": (
+        "ingest", "validate", "split", "train", "evaluate", "quality_gate", "register", "deploy",
+    ),
+}  # fmt: skip
+RUN_STEPS = STEPS_BY_KIND["pipeline"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Task:
     run_step: str | None  # the user-visible step it reports on (None: bookkeeping)
     comment: str
     catch: bool = True  # every Task but the failure recorder hands errors to it
+    kind: str = "pipeline"  # the kind of run whose step it reports on
 
     @property
     def placeholder(self) -> str:
