@@ -68,24 +68,26 @@ def _job_done(variable: str, done: str, wait: str) -> dict[str, Any]:
     }
 
 
+def _job_loop(job: str, result: str, *, then: str) -> dict[str, Any]:
+    """Start<job> → WaitFor<job> → Check<job> → <job>Done? (loop until Completed) → then.
+    The Wait/Check loop runs on AWS and on moto alike (moto has no `.sync` integrations);
+    a failed or stopped job makes Check<job> raise, which the Catch records."""
+    return {
+        f"Start{job}": _task(f"Start{job}", f"WaitFor{job}"),
+        f"WaitFor{job}": _wait(f"Check{job}"),
+        f"Check{job}": _task(f"Check{job}", f"{job}Done?"),
+        f"{job}Done?": _job_done(f"{result}.status", then, f"WaitFor{job}"),
+    }
+
+
 def _pipeline() -> dict[str, Any]:
     """A pipeline run: data → training → evaluation → gate → registry → deployment."""
     return {
         "LoadDataset": _task("LoadDataset", "CleanData"),
         "CleanData": _task("CleanData", "SplitTrainTest"),
         "SplitTrainTest": _task("SplitTrainTest", "StartTrainingJob"),
-        "StartTrainingJob": _task("StartTrainingJob", "WaitForTrainingJob"),
-        "WaitForTrainingJob": _wait("CheckTrainingJob"),
-        "CheckTrainingJob": _task("CheckTrainingJob", "TrainingJobDone?"),
-        "TrainingJobDone?": _job_done(
-            "$.train_job.status", "StartEvaluationJob", "WaitForTrainingJob"
-        ),
-        "StartEvaluationJob": _task("StartEvaluationJob", "WaitForEvaluationJob"),
-        "WaitForEvaluationJob": _wait("CheckEvaluationJob"),
-        "CheckEvaluationJob": _task("CheckEvaluationJob", "EvaluationJobDone?"),
-        "EvaluationJobDone?": _job_done(
-            "$.eval_job.status", "ApplyQualityGate", "WaitForEvaluationJob"
-        ),
+        **_job_loop("TrainingJob", "$.train_job", then="StartEvaluationJob"),
+        **_job_loop("EvaluationJob", "$.eval_job", then="ApplyQualityGate"),
         "ApplyQualityGate": _task("ApplyQualityGate", "QualityGatePassed?"),
         "QualityGatePassed?": {
             "Type": "Choice",
