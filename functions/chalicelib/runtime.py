@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from chalicelib import aws
 from chalicelib.errors import ServiceUnavailableError
 from chalicelib.ports import EndpointRuntime, JobRunner, MetadataStore, ObjectStore, Orchestrator
 from chalicelib.settings import Settings, get_settings
@@ -28,6 +27,8 @@ class Ports:
 
 
 def build_aws_ports(settings: Settings) -> Ports:
+    # The AWS SDK loads here, when the aws profile wires its ports: the domain never imports it.
+    from chalicelib import aws
     from chalicelib.adapters.dynamodb import DynamoMetadata
     from chalicelib.adapters.s3 import S3ObjectStore
     from chalicelib.adapters.sagemaker import SageMakerEndpointRuntime, SageMakerJobRunner

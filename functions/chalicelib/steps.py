@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -69,11 +68,10 @@ HANDLERS: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {}
 
 
 def transient(exc: BaseException) -> bool:
-    """Worth a retry by the state machine: throttling, timeouts, a busy SQLite file."""
+    """Worth a retry by the state machine: throttling and timeouts of an AWS call (the
+    adapters' stores raise TransientError themselves for a busy local database)."""
     if isinstance(exc, TransientError):
         return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return "locked" in str(exc) or "busy" in str(exc)
     # botocore's retryable errors, by class name: this module does not import botocore.
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & {"ConnectionError", "ReadTimeoutError", "ConnectTimeoutError"}:

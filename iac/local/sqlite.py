@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from chalicelib.errors import TransientError
 from chalicelib.ports import ConditionFailedError, Delete, Record, TooLargeError, Write
 
 # DynamoDB refuses items over 400 KB; refuse them here too (see adapters/dynamodb.py).
@@ -42,24 +43,32 @@ class SqliteMetadata:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
+        with _busy():
+            db.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        with _busy():
+            db.execute("COMMIT")
 
     def get(self, pk: str, sk: str) -> Record | None:
-        row = (
-            self._conn()
-            .execute("SELECT rev, doc FROM items WHERE pk = ? AND sk = ?", (pk, sk))
-            .fetchone()
-        )
+        with _busy():
+            row = (
+                self._conn()
+                .execute("SELECT rev, doc FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+                .fetchone()
+            )
         return Record(pk, sk, json.loads(row[1]), row[0]) if row else None
 
     def query(self, pk: str, sk_prefix: str = "") -> list[Record]:
-        rows = (
+        with _busy():
+            rows = self._select(pk, sk_prefix)
+        return [Record(pk, sk, json.loads(doc), rev) for sk, rev, doc in rows]
+
+    def _select(self, pk: str, sk_prefix: str) -> list[tuple[str, int, str]]:
+        rows: list[tuple[str, int, str]] = (
             self._conn()
             .execute(
                 "SELECT sk, rev, doc FROM items WHERE pk = ? AND substr(sk, 1, ?) = ? ORDER BY sk",
@@ -67,7 +76,7 @@ class SqliteMetadata:
             )
             .fetchall()
         )
-        return [Record(pk, sk, json.loads(doc), rev) for sk, rev, doc in rows]
+        return rows
 
     def _apply(self, db: sqlite3.Connection, write: Write) -> int:
         row = db.execute(
@@ -109,3 +118,16 @@ class SqliteMetadata:
     def delete(self, pk: str, sk: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+
+
+@contextmanager
+def _busy() -> Iterator[None]:
+    """A database locked by another writer past the timeout is worth retrying: say so in the
+    domain's terms (the state machine retries TransientError), not SQLite's."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise TransientError(f"the metadata store is busy: {text}") from exc
+        raise

@@ -260,9 +260,8 @@ def test_run_list_is_newest_first(api: Api, first_run: dict) -> None:
 def test_a_transient_failure_is_retried_by_the_state_machine(
     api: Api, first_run: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sqlite3
-
     from chalicelib import steps
+    from chalicelib.errors import TransientError
 
     calls = {"n": 0}
     real_split = steps.split
@@ -270,7 +269,7 @@ def test_a_transient_failure_is_retried_by_the_state_machine(
     def flaky_split(*args: object) -> object:
         calls["n"] += 1
         if calls["n"] == 1:
-            raise sqlite3.OperationalError("database is locked")
+            raise TransientError("the metadata store is busy: database is locked")
         return real_split(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(steps, "split", flaky_split)
