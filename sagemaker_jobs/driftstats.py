@@ -16,12 +16,14 @@ below ``p_value_threshold``: PSI says the change is large enough to matter (with
 rows any change is "significant"), the p-value that it is not noise (with fifty rows a PSI
 of 0.3 can be chance). Missing values are left out of both and reported as rates.
 
-Speed: the KS statistic is computed without sorting the current column — each current value
-is located among the sorted baseline sample (``np.searchsorted``, O(n log 1000)); the
-empirical CDFs then differ most at a sample point, so this is exactly the statistic
-``scipy.stats.ks_2samp`` computes (ties included; a test checks it), and the p-value is
-scipy's (``scipy.stats.kstwo``, the ``asymp`` method of ``ks_2samp``... see ``_ks``).
-``benchmarks/drift.py`` compares with the plain pandas/scipy calls.
+Speed: each numeric column is sorted once (a million floats in tens of milliseconds); PSI
+bin counts and the KS statistic are then binary searches of the <= 11 edges and the <= 1000
+baseline sample points among the sorted values. The empirical CDFs differ most at a sample
+point, so this is exactly the statistic ``scipy.stats.ks_2samp`` computes (ties included; a
+test checks it), and the p-value is scipy's own (``scipy.stats.kstwo``, as
+``ks_2samp(..., method="asymp")`` computes it). Categorical columns are counted first
+(``value_counts``) and labelled after. ``benchmarks/drift.py`` compares with the plain
+pandas/scipy calls.
 """
 
 from __future__ import annotations
@@ -52,23 +54,20 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _ks(sample_sorted: np.ndarray, values: np.ndarray) -> tuple[float, float]:
-    """Two-sample KS statistic D and p-value of ``values`` against the baseline sample.
+def _ks(sample_sorted: np.ndarray, values_sorted: np.ndarray) -> tuple[float, float]:
+    """Two-sample KS statistic D and p-value of ``values`` against the baseline sample, both
+    sorted.
 
     F_s (the sample's ECDF) is constant between sample points and F_v is monotone, so
-    sup|F_s - F_v| is reached at a sample point, from the left or at it: only
-    #{v < s_k} and #{v <= s_k} are needed, from two searchsorted passes and bincounts.
-    The p-value: ``scipy.stats.ks_2samp(..., method="asymp")``'s, i.e. the Kolmogorov
+    sup|F_s - F_v| is reached at a sample point, from the left or at it: only #{v < s_k}
+    and #{v <= s_k} are needed, found by locating the <= 1000 sample points among the sorted
+    values. The p-value is ``scipy.stats.ks_2samp(..., method="asymp")``'s: the Kolmogorov
     distribution ``scipy.stats.kstwo`` at n = round(m*n/(m+n))."""
-    m, n = len(sample_sorted), len(values)
+    m, n = len(sample_sorted), len(values_sorted)
     if m == 0 or n == 0:
         return math.nan, math.nan
-    # #{s <= v} <= k  <=>  v < s_k,   and   #{s < v} <= k  <=>  v <= s_k   (s sorted)
-    n_le = np.bincount(np.searchsorted(sample_sorted, values, side="right"), minlength=m + 1)
-    n_lt = np.bincount(np.searchsorted(sample_sorted, values, side="left"), minlength=m + 1)
-    less = np.cumsum(n_le)[:m] / n  # F_v just before s_k
-    leq = np.cumsum(n_lt)[:m] / n  # F_v at s_k
-    # F_s just before s_k and at s_k (ties in the sample handled by searchsorted on itself).
+    less = np.searchsorted(values_sorted, sample_sorted, side="left") / n  # F_v before s_k
+    leq = np.searchsorted(values_sorted, sample_sorted, side="right") / n  # F_v at s_k
     fs_left = np.searchsorted(sample_sorted, sample_sorted, side="left") / m
     fs_at = np.searchsorted(sample_sorted, sample_sorted, side="right") / m
     d = float(max(np.max(np.abs(fs_left - less)), np.max(np.abs(fs_at - leq))))
@@ -83,14 +82,16 @@ def _numeric_values(column: pd.Series) -> np.ndarray:
 
 
 def _numeric(spec: Mapping[str, Any], column: pd.Series) -> dict[str, Any]:
-    values = _numeric_values(column)
+    # One sort (tens of ms for a million floats) makes every count below a binary search.
+    values = np.sort(_numeric_values(column))
     out: dict[str, Any] = {"kind": "numeric", "test": "ks"}
     hist = spec.get("histogram") or {}
     edges = np.asarray(hist.get("edges") or [], dtype=np.float64)
     base_counts = np.asarray(hist.get("counts") or [], dtype=np.float64)
     if len(edges) >= 2 and len(base_counts) == len(edges) - 1 and len(values):
-        bins = np.searchsorted(edges[1:-1], values, side="right")
-        current = np.bincount(bins, minlength=len(base_counts)).astype(np.float64)
+        # Bins [e_i, e_i+1) over the interior edges; the outer bins are open-ended.
+        cuts = np.searchsorted(values, edges[1:-1], side="left")
+        current = np.diff(np.concatenate([[0], cuts, [len(values)]])).astype(np.float64)
         out["psi"] = psi(base_counts, current)
         out["histogram"] = {
             "edges": edges.tolist(),
@@ -115,16 +116,14 @@ def _numeric(spec: Mapping[str, Any], column: pd.Series) -> dict[str, Any]:
 
 def _categorical(spec: Mapping[str, Any], column: pd.Series) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "categorical", "test": "chi2"}
-    present = column.dropna()
-    if spec.get("type") == "boolean":
-        present = present.map(
-            lambda v: str(v).lower() if isinstance(v, bool | np.bool_) else str(v)
-        )
-    counts = present.astype(str).value_counts(sort=False)
+    # Count first, then name the values as the profile does (as text; booleans lowercase).
+    current_map: dict[str, float] = {}
+    for value, n in column.value_counts(sort=False, dropna=True).items():
+        label = str(value).lower() if isinstance(value, bool | np.bool_) else str(value)
+        current_map[label] = current_map.get(label, 0.0) + float(n)
     top = [(str(v), float(c)) for v, c in spec.get("top") or []]
     known = {v for v, _ in top}
     base = np.array([c for _, c in top] + [float(spec.get("other") or 0)], dtype=np.float64)
-    current_map = counts.to_dict()
     current = np.array(
         [float(current_map.get(v, 0)) for v, _ in top]
         + [float(sum(c for v, c in current_map.items() if v not in known))],
