@@ -27,7 +27,7 @@ import base64
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -172,7 +172,7 @@ class CapturedRows:
 
 def to_rows(
     records: Iterable[Captured],
-    signature: scoring.Signature | Sequence[dict[str, str]],
+    signature: scoring.Signature | Sequence[Mapping[str, str]],
     start: _dt.datetime | None = None,
     end: _dt.datetime | None = None,
 ) -> CapturedRows:
