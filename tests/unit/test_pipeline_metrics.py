@@ -101,8 +101,8 @@ def test_powertools_emits_emf(capsys, monkeypatch) -> None:
         (metric,) = directive["Metrics"]
         by_name.setdefault(metric["Name"], []).append(doc)
     assert {d["Step"]: d["StepDuration"] for d in by_name["StepDuration"]} == {
-        "Ingest": 1.5,
-        "Train": 6.0,
+        "Ingest": [1.5],
+        "Train": [6.0],
     }
     assert (
         by_name["StepDuration"][0]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"]

@@ -56,11 +56,7 @@ class PowertoolsEmitter:
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
         for point in points:
-            unit = (
-                MetricUnit(point.get("Unit") or "None")
-                if point.get("Unit") != "None"
-                else MetricUnit.NoUnit
-            )
+            unit = MetricUnit(point.get("Unit") or "None")
             value = point.get("Value")
             if value is None:  # histograms are not emitted by pipelines
                 continue
