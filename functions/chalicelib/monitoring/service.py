@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -46,6 +46,64 @@ PIPELINE_DEFAULTS: tuple[tuple[str, str], ...] = (
     (mon.RUNS_SUCCEEDED, "Sum"),
     (mon.RUNS_FAILED, "Sum"),
 )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], raw: Any) -> M:
+    """A request body through its pydantic model; a caller's mistake is a 400 naming it."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        parts = [
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}".lstrip(": ")
+            for e in exc.errors(include_url=False)
+        ]
+        raise BadRequestError("; ".join(parts)) from None
+
+
+def model_of_endpoint(ports: Any, endpoint: str) -> dict[str, Any]:
+    """What monitoring needs to know about the model an endpoint serves: ``task``,
+    ``signature``, ``baseline_key``, ``variants``, the version record. One place that reads
+    the deployment and registry modules (their names may change in the refactor)."""
+    from chalicelib import deployment, registry
+
+    info = deployment.get(ports, endpoint)
+    version = registry.get_version(ports, info["model"], int(info["model_version"]))
+    baseline = version.get("baseline_key") or (version.get("baseline") or {}).get("key")
+    return {
+        "endpoint": endpoint,
+        "model": info["model"],
+        "model_version": info["model_version"],
+        "task": version["task"],
+        "signature": version["signature"],
+        "baseline_key": baseline,
+        "variants": list(info.get("variants") or ["AllTraffic"]),
+        "version": version,
+    }
+
+
+def drift_check_now(ports: Any, endpoint: str, now: dt.datetime) -> dict[str, Any]:
+    """``POST /endpoints/{name}/drift-checks`` and the schedule: the last
+    ``drift_window_hours`` of captured traffic against the served version's baseline."""
+    model = model_of_endpoint(ports, endpoint)
+    if not model["baseline_key"]:
+        raise BadRequestError(
+            f"model {model['model']!r} v{model['model_version']} has no drift baseline "
+            "(versions trained before baselines were recorded have none)"
+        )
+    window = dt.timedelta(hours=get_monitoring_settings().drift_window_hours)
+    return run_drift_check(
+        ports.store,
+        metrics_of(ports),
+        endpoint,
+        {**model["version"], "signature": model["signature"]},
+        model["baseline_key"],
+        now - window,
+        now,
+        model["variants"],
+    )
 
 
 def metrics_of(ports: Any) -> MetricsStore:
@@ -366,11 +424,7 @@ def latest_drift(store: ObjectStore, endpoint: str) -> dict[str, Any]:
 
 
 def put_alarm(meta: MetadataStore, endpoint: str, raw: Any) -> dict[str, Any]:
-    try:
-        definition = alarms_mod.AlarmDefinition.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise BadRequestError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    definition = parse_body(alarms_mod.AlarmDefinition, raw)
     item = {
         "endpoint": endpoint,
         "definition": definition.model_dump(),
@@ -378,6 +432,13 @@ def put_alarm(meta: MetadataStore, endpoint: str, raw: Any) -> dict[str, Any]:
     }
     meta.put(Write(MONITORING_TABLE, f"alarm/{endpoint}/{definition.name}", item))
     return item
+
+
+def delete_alarm(meta: MetadataStore, endpoint: str, name: str) -> dict[str, Any]:
+    if meta.get(MONITORING_TABLE, f"alarm/{endpoint}/{name}") is None:
+        raise NotFoundError(f"endpoint {endpoint!r} has no alarm {name!r}")
+    meta.delete(MONITORING_TABLE, f"alarm/{endpoint}/{name}")
+    return {"endpoint": endpoint, "alarm": name, "deleted": True}
 
 
 def list_alarms(meta: MetadataStore, endpoint: str) -> list[dict[str, Any]]:
