@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.ports.objectstore import ObjectStore
 from mlcontract import capture
+
+if TYPE_CHECKING:  # the domain loads no AWS SDK at run time
+    from chalicelib.ports.objectstore import ObjectStore
 
 
 def keys_in_window(

@@ -20,13 +20,14 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
-from chalicelib.ports.objectstore import ObjectStore
 from mlcontract import capture
+
+if TYPE_CHECKING:  # the domain loads no AWS SDK at run time
+    from chalicelib.ports.objectstore import ObjectStore
 from mlcontract import monitoring as mon
 
 from . import capture as capture_reader
@@ -106,7 +107,7 @@ def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict
         fn = sum(1 for a, b in zip(t, p, strict=True) if a == label and b != label)
         denom = 2 * tp + fp + fn
         f1s.append(2 * tp / denom if denom else 0.0)
-    return {"accuracy": correct / n, "f1_macro": float(np.mean(f1s))}
+    return {"accuracy": correct / n, "f1_macro": sum(f1s) / len(f1s)}
 
 
 def _label(value: Any) -> Any:
@@ -117,6 +118,8 @@ def _label(value: Any) -> Any:
 
 
 def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
+    import numpy as np  # not at import time: the API Lambda starts without it
+
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     err = p - t

@@ -11,19 +11,21 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chalicelib.errors import BadRequestError, NotFoundError
 from chalicelib.ports.metadata import MetadataStore, Write
-from chalicelib.ports.objectstore import ObjectStore
 from mlcontract import monitoring as mon
 
 from . import alarms as alarms_mod
 from . import feedback as feedback_mod
 from .settings import get_monitoring_settings
 from .store import MetricQuery, MetricsQueryError, MetricsStore
+
+if TYPE_CHECKING:
+    from chalicelib.ports.objectstore import ObjectStore
 
 MONITORING_TABLE = "monitoring"  # metadata partition: capture configs, alarms, states
 MAX_POINTS_PER_SERIES = 1440
