@@ -3,9 +3,9 @@
 Evidently is not a dependency; run this with a throwaway virtualenv that has it:
 
     python3 -m venv /tmp/ev-venv && /tmp/ev-venv/bin/pip install "evidently>=0.7,<0.8" "pandas<3"
-
-(evidently 0.7.23 imports a pandas internal that pandas 3 removed.)
     /tmp/ev-venv/bin/python benchmarks/drift_evidently.py [--rows 1000000]
+
+(evidently 0.7.23 imports a pandas internal that pandas 3 removed, hence pandas<3.)
 
 Evidently compares raw reference rows (here the 200k training rows) with the current rows;
 ours compares with the baseline profile, so the work is not identical, but it is what a user
