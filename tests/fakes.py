@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -221,9 +222,14 @@ class FakeOrchestrator:
 
 
 def make_ports(tmp_path: Path | None = None, **settings: Any) -> Ports:
+    """Ports over in-memory fakes; the metrics store is the local SQLite one (its own
+    arithmetic is tested by the metrics store contract suite) in a temporary folder."""
+    from iac.local.metrics_store import SqliteMetricsStore
+
     values: dict[str, Any] = {"profile": "local", "poll_seconds": 0, "code_version": "test"}
     if tmp_path is not None:
         values["data_dir"] = tmp_path
+    folder = tmp_path or Path(tempfile.mkdtemp(prefix="mlpipe-fakes-"))
     return Ports(
         settings=Settings(**{**values, **settings}),
         store=MemoryStore(),
@@ -231,4 +237,5 @@ def make_ports(tmp_path: Path | None = None, **settings: Any) -> Ports:
         jobs=FakeJobs(),
         endpoints=FakeEndpoints(),
         orchestrator=FakeOrchestrator(),
+        metrics=SqliteMetricsStore(folder / "metrics.sqlite3"),
     )

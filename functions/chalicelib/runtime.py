@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from chalicelib.errors import ServiceUnavailableError
+from chalicelib.monitoring.store import MetricsStore
 from chalicelib.ports import EndpointRuntime, JobRunner, MetadataStore, ObjectStore, Orchestrator
 from chalicelib.settings import Settings, get_settings
 
@@ -24,11 +25,13 @@ class Ports:
     jobs: JobRunner
     endpoints: EndpointRuntime
     orchestrator: Orchestrator
+    metrics: MetricsStore
 
 
 def build_aws_ports(settings: Settings) -> Ports:
     # The AWS SDK loads here, when the aws profile wires its ports: the domain never imports it.
     from chalicelib import aws
+    from chalicelib.adapters.cloudwatch import CloudWatchMetricsStore
     from chalicelib.adapters.dynamodb import DynamoMetadata
     from chalicelib.adapters.s3 import S3ObjectStore
     from chalicelib.adapters.sagemaker import SageMakerEndpointRuntime, SageMakerJobRunner
@@ -58,6 +61,7 @@ def build_aws_ports(settings: Settings) -> Ports:
         orchestrator=StepFunctionsOrchestrator(
             settings.state_machine_arn, aws.client("stepfunctions")
         ),
+        metrics=CloudWatchMetricsStore(aws.client("cloudwatch")),
     )
 
 

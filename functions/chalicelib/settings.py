@@ -59,6 +59,27 @@ class Settings(BaseSettings):
     code_prefix: str = "code/current"
     code_version: str = "unknown"
 
+    # Monitoring. Our metrics' namespace (EMF, PutMetricData) and where endpoint metrics are
+    # read ("AWS/SageMaker" on AWS reads SageMaker's own, which have no ModelVersion).
+    metrics_namespace: str = "mlpipe"
+    endpoint_metrics_namespace: str = "mlpipe"
+    # How often model servers flush and the local stack pulls their metrics (<= 10 s).
+    metrics_flush_seconds: float = Field(default=10.0, gt=0, le=10)
+    # Local metrics retention (CloudWatch keeps 1-minute data 15 days).
+    metrics_retention_days: int = Field(default=15, ge=1, le=455)
+    # Data capture: object-store prefix (S3 DestinationS3Uri on AWS) and default sampling.
+    capture_prefix: str = "datacapture"
+    default_sampling_percent: float = Field(default=100.0, ge=0, le=100)
+    # Scheduled drift checks: how often, over how much recent traffic, and when to flag.
+    drift_schedule_minutes: int = Field(default=60, ge=5, le=1440)
+    drift_window_hours: int = Field(default=24, ge=1, le=24 * 30)
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    drift_p_value_threshold: float = Field(default=0.05, gt=0, lt=1)
+    # Offline alarm evaluation period (on AWS, CloudWatch evaluates alarms).
+    alarm_evaluation_seconds: int = Field(default=60, ge=10, le=3600)
+    # AWS: the SNS topic alarms notify (the rollback/retrain Lambda subscribes to it).
+    alarm_topic_arn: str = ""
+
     # Upper bound on inline dataset bodies and uploads (API Gateway caps payloads at 10 MB).
     max_inline_bytes: int = 6 * 1024 * 1024
 
@@ -66,6 +87,10 @@ class Settings(BaseSettings):
     def allowed_file_roots(self) -> list[Path]:
         roots = [p for p in self.file_roots.split(":") if p]
         return [Path(p).resolve() for p in roots] or [(self.data_dir / "files").resolve()]
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.data_dir / "metrics.sqlite3"
 
     @property
     def metadata_path(self) -> Path:

@@ -27,8 +27,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chalicelib.monitoring import service, steps
-from chalicelib.monitoring.settings import MonitoringSettings, get_monitoring_settings
 from chalicelib.monitoring.store import MetricsStore
+from chalicelib.settings import Settings as MonitoringSettings
+from chalicelib.settings import get_settings as get_monitoring_settings
 from mlcontract import monitoring as mon
 
 log = logging.getLogger("mlpipe.local.monitoring")

@@ -44,6 +44,7 @@ from iac.local import lambda_plug
 from iac.local.endpoints import LocalEndpointRuntime
 from iac.local.files import FileObjectStore
 from iac.local.jobs import JOBS_SOURCE_DIR, LocalJobRunner
+from iac.local.metrics_store import SqliteMetricsStore
 from iac.local.sqlite import SqliteMetadata
 
 log = logging.getLogger("mlpipe.stack")
@@ -313,6 +314,7 @@ def _start(
         orchestrator=LocalOrchestrator(
             state_machine_arn, _moto_client(endpoint, "stepfunctions"), store
         ),
+        metrics=SqliteMetricsStore(settings.metrics_path),
     )
     runtime.install(wired)
     _install_handlers()

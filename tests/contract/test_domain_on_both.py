@@ -18,6 +18,7 @@ from iac.local.endpoints import LocalEndpointRuntime
 from iac.local.files import FileObjectStore
 from iac.local.jobs import LocalJobRunner
 from iac.local.launcher import SpawnLauncher
+from iac.local.metrics_store import SqliteMetricsStore
 from iac.local.sqlite import SqliteMetadata
 from tests.contract.conftest import BUCKET, TABLE, aws_client
 from tests.contract.test_metadata import _dynamo_table
@@ -36,6 +37,7 @@ def ports(request: pytest.FixtureRequest, tmp_path: Path) -> Ports:
             jobs=LocalJobRunner(tmp_path / "jobs", store, SpawnLauncher()),
             endpoints=LocalEndpointRuntime(tmp_path / "endpoints", store),
             orchestrator=FakeOrchestrator(),
+            metrics=SqliteMetricsStore(tmp_path / "metrics.sqlite3"),
         )
     request.getfixturevalue("moto_aws")
     s3 = aws_client("s3")
@@ -50,6 +52,7 @@ def ports(request: pytest.FixtureRequest, tmp_path: Path) -> Ports:
         jobs=LocalJobRunner(tmp_path / "jobs", store, SpawnLauncher()),
         endpoints=LocalEndpointRuntime(tmp_path / "endpoints", store),
         orchestrator=FakeOrchestrator(),
+        metrics=SqliteMetricsStore(tmp_path / "metrics.sqlite3"),
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,38 +14,28 @@ import pytest
 
 import datacapture
 from chalicelib.monitoring import alarms, service, steps
+from chalicelib.runtime import Ports
+from chalicelib.settings import Settings
 from iac.local.files import FileObjectStore
 from iac.local.jobs import LocalJobRunner
 from iac.local.metrics_store import SqliteMetricsStore
 from iac.local.sqlite import SqliteMetadata
 from mlcontract import monitoring as mon
+from tests.fakes import FakeEndpoints, FakeOrchestrator
 from tests.monitoring_helpers import TYPES, baseline_of, traffic
-
-
-@dataclass
-class Settings:
-    profile: str = "local"
-    job_long_poll_seconds: float = 5.0
-
-
-@dataclass
-class Ports:
-    settings: Any
-    store: FileObjectStore
-    metadata: SqliteMetadata
-    metrics: SqliteMetricsStore
-    jobs: LocalJobRunner
 
 
 @pytest.fixture
 def ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     store = FileObjectStore(tmp_path / "objects")
     p = Ports(
-        Settings(),
-        store,
-        SqliteMetadata(tmp_path / "m.db"),
-        SqliteMetricsStore(tmp_path / "metrics.db"),
-        LocalJobRunner(tmp_path / "jobs", store),
+        settings=Settings(profile="local", data_dir=tmp_path),
+        store=store,
+        metadata=SqliteMetadata(tmp_path / "m.db"),
+        jobs=LocalJobRunner(tmp_path / "jobs", store),
+        endpoints=FakeEndpoints(),
+        orchestrator=FakeOrchestrator(),
+        metrics=SqliteMetricsStore(tmp_path / "metrics.db"),
     )
     store.put_bytes(
         "models/m/v1/baseline.json", json.dumps(baseline_of(traffic(3000, seed=8), TYPES)).encode()

@@ -16,12 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chalicelib.monitoring.store import (
-    CloudWatchMetricsStore,
-    MetricQuery,
-    MetricsQueryError,
-    MetricsStore,
-)
+from chalicelib.adapters.cloudwatch import CloudWatchMetricsStore
+from chalicelib.monitoring.store import MetricQuery, MetricsQueryError, MetricsStore
 from iac.local.metrics_store import SqliteMetricsStore
 from mlcontract import monitoring as mon
 from tests.contract.conftest import aws_client

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import telemetry
-from chalicelib.monitoring.settings import MonitoringSettings
 from chalicelib.monitoring.store import MetricQuery
+from chalicelib.settings import Settings as MonitoringSettings
 from iac.local.metrics_store import SqliteMetricsStore
 from iac.local.monitoring_loop import MonitoringLoop, pull
 from mlcontract import monitoring as mon

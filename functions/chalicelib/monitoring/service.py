@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from chalicelib.errors import BadRequestError, NotFoundError
 from chalicelib.ports import MetadataStore, Write
+from chalicelib.settings import get_settings as get_monitoring_settings
 from mlcontract import monitoring as mon
 
 from . import alarms as alarms_mod
 from . import feedback as feedback_mod
-from .settings import get_monitoring_settings
 from .store import MetricQuery, MetricsQueryError, MetricsStore
 
 if TYPE_CHECKING:
@@ -109,20 +109,9 @@ def drift_check_now(ports: Any, endpoint: str, now: dt.datetime) -> dict[str, An
 
 
 def metrics_of(ports: Any) -> MetricsStore:
-    """``ports.metrics`` once the integration adds it; until then built from the profile."""
-    store = getattr(ports, "metrics", None)
-    if store is not None:
-        return store
-    settings = ports.settings
-    if settings.profile == "local":
-        from iac.local.metrics_store import SqliteMetricsStore
-
-        return SqliteMetricsStore(settings.data_dir / "metrics.sqlite3")
-    from chalicelib import aws
-
-    from .store import CloudWatchMetricsStore
-
-    return CloudWatchMetricsStore(aws.client("cloudwatch"))
+    """The metrics store port."""
+    store: MetricsStore = ports.metrics
+    return store
 
 
 # --- GET .../metrics ------------------------------------------------------------------------

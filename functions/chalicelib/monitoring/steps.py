@@ -18,10 +18,10 @@ from typing import Any
 
 from chalicelib.errors import BadRequestError, StepError
 from chalicelib.ports import JobSpec
+from chalicelib.settings import get_settings as get_monitoring_settings
 from mlcontract import monitoring as mon
 
 from . import service
-from .settings import get_monitoring_settings
 
 
 def _now(event: dict[str, Any]) -> dt.datetime:
