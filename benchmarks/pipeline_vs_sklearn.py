@@ -10,7 +10,8 @@ evaluation jobs as subprocesses.
 It reports, never asserts: wall-clock medians, the ratio to the baseline, the per-state
 orchestration overhead from the execution history, and where the job time goes.
 
-    cd /work/main && PYTHONPATH=.:functions:sagemaker_jobs .venv/bin/python benchmarks/pipeline_vs_sklearn.py
+    cd /work/main && PYTHONPATH=.:functions:sagemaker_jobs \
+        .venv/bin/python benchmarks/pipeline_vs_sklearn.py
     ... --rows 100000 --repeat 3 --json results.json
 """
 
