@@ -193,6 +193,13 @@ def _split_pipeline(pipeline: Any) -> tuple[Any | None, Any]:
     return before[0], estimator
 
 
+def _split_pipeline_or_none(pipeline: Any) -> tuple[Any | None, Any | None]:
+    try:
+        return _split_pipeline(pipeline)
+    except ConversionError:
+        return None, None
+
+
 def _positional_preprocessor(transformer: Any, numeric: list[str], text: list[str]) -> Any:
     """A copy of the fitted ColumnTransformer that selects columns by position in
     ``numeric + text`` (how skl2onnx maps columns onto several graph inputs)."""
@@ -309,9 +316,13 @@ def to_onnx(
             f"skl2onnx cannot convert {type(estimator).__name__}: {type(exc).__name__}: {message}"
         ) from None
 
+    if estimator_dtype == "double" and any(n.op_type in _TREE_OPS for n in est.graph.node):
+        # Float64 features against float32 thresholds: neither scikit-learn's float32 nor
+        # its float64 comparison. The float32 candidate is the faithful one.
+        raise ConversionError("tree thresholds are float32: float64 input does not apply")
     # Join the two graphs: preprocessing output (float64) -> [Cast] -> estimator input.
     pre_out = pre.graph.output[0].name
-    if estimator_dtype == "float":
+    if estimator_dtype == "float" and not _use_float64_thresholds(est, estimator):
         cast_out = f"{pre_out}_float"
         pre.graph.node.append(helper.make_node("Cast", [pre_out], [cast_out], to=TensorProto.FLOAT))
         del pre.graph.output[:]
@@ -328,6 +339,80 @@ def to_onnx(
     merged.doc_string = "mlpipe fast path: the whole scikit-learn pipeline (see fastpath.py)"
     onnx.checker.check_model(merged)
     return merged
+
+
+def _hist_gradient_boosting_thresholds(estimator: Any) -> Callable[[int, int], float] | None:
+    predictors = getattr(estimator, "_predictors", None)
+    if not predictors or not predictors[0]:
+        return None
+    per_iteration = len(predictors[0])
+
+    def threshold(tree: int, node: int) -> float:
+        iteration, k = divmod(tree, per_iteration)
+        return float(predictors[iteration][k].nodes["num_threshold"][node])
+
+    return threshold
+
+
+# skl2onnx writes tree thresholds as float32. scikit-learn's forests and decision trees
+# compare float32 features, and skl2onnx rounds their thresholds so that stays exact; but
+# HistGradientBoosting compares float64 features with float64 thresholds, where a rounded
+# threshold sends a value sitting on it (e.g. an imputed median on a median split) the other
+# way. For these the exact thresholds are put back (ai.onnx.ml 3 ``nodes_values_as_tensor``)
+# and the tree reads the float64 features.
+FLOAT64_THRESHOLDS: Final[dict[str, Callable[[Any], Callable[[int, int], float] | None]]] = {
+    "HistGradientBoostingClassifier": _hist_gradient_boosting_thresholds,
+    "HistGradientBoostingRegressor": _hist_gradient_boosting_thresholds,
+}
+_TREE_OPS: Final = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor"})
+
+
+def _use_float64_thresholds(model: Any, estimator: Any) -> bool:
+    """Give the estimator graph's tree ensemble float64 input and scikit-learn's float64
+    thresholds where the estimator compares in float64 (see FLOAT64_THRESHOLDS); False (the
+    graph untouched) when that does not apply or the thresholds do not match."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    source = FLOAT64_THRESHOLDS.get(type(estimator).__name__)
+    threshold = source(estimator) if source is not None else None
+    trees = [n for n in model.graph.node if n.op_type in _TREE_OPS]
+    graph_input = model.graph.input[0].name
+    consumers = [n for n in model.graph.node if graph_input in n.input]
+    if threshold is None or len(trees) != 1 or consumers != trees:
+        return False
+    node = trees[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if "nodes_values" not in attrs:
+        return False
+    try:
+        exact = np.array(
+            [
+                threshold(tree, node_id) if mode != b"LEAF" else 0.0
+                for tree, node_id, mode in zip(
+                    attrs["nodes_treeids"],
+                    attrs["nodes_nodeids"],
+                    attrs["nodes_modes"],
+                    strict=True,
+                )
+            ],
+            dtype=np.float64,
+        )
+    except (IndexError, KeyError, ValueError):
+        return False
+    written = np.asarray(attrs["nodes_values"], dtype=np.float32)
+    if not np.array_equal(exact.astype(np.float32), written):  # not the tree we think it is
+        return False
+    kept = [a for a in node.attribute if a.name != "nodes_values"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    node.attribute.append(
+        helper.make_attribute("nodes_values_as_tensor", numpy_helper.from_array(exact))
+    )
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    for opset in model.opset_import:
+        if opset.domain == "ai.onnx.ml" and opset.version < 3:
+            opset.version = 3
+    return True
 
 
 def _scaler_options(preprocessor: Any) -> dict[int, dict[str, Any]]:
@@ -595,8 +680,11 @@ def build_fast_path(
     frame = probe_frame(test_frame, signature)
     reasons: list[str] = []
     checked, last_diff = 0, None
-    # float64 into the estimator where ONNX Runtime runs it (linear models); float32 otherwise.
-    for dtype in ("double", "float"):
+    # float64 into the estimator where ONNX Runtime runs it (linear models); float32 (behind a
+    # Cast, or float64 with exact thresholds, see FLOAT64_THRESHOLDS) for tree ensembles.
+    _, estimator = _split_pipeline_or_none(pipeline)
+    tree_like = any(hasattr(estimator, a) for a in ("estimators_", "_predictors", "tree_"))
+    for dtype in ("float", "double") if tree_like else ("double", "float"):
         try:
             model = convert(pipeline, signature, task, dtype).SerializeToString()
             predictor = OnnxPredictor(model, signature, task, classes)
