@@ -48,6 +48,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -322,7 +323,7 @@ def to_onnx(
         raise ConversionError("tree thresholds are float32: float64 input does not apply")
     # Join the two graphs: preprocessing output (float64) -> [Cast] -> estimator input.
     pre_out = pre.graph.output[0].name
-    if estimator_dtype == "float" and not _use_float64_thresholds(est, estimator):
+    if estimator_dtype == "float" and not _exact_tree_ensemble(est, estimator):
         cast_out = f"{pre_out}_float"
         pre.graph.node.append(helper.make_node("Cast", [pre_out], [cast_out], to=TensorProto.FLOAT))
         del pre.graph.output[:]
@@ -336,12 +337,26 @@ def to_onnx(
     names = ["label", "probabilities"] if task == "classification" else ["prediction"]
     for output, name in zip(merged.graph.output, names, strict=False):
         _rename(merged.graph, output.name, name)
+    if task == "classification" and len(merged.graph.output) > 1:
+        _label_from_probabilities(merged.graph)
     merged.doc_string = "mlpipe fast path: the whole scikit-learn pipeline (see fastpath.py)"
     onnx.checker.check_model(merged)
     return merged
 
 
-def _hist_gradient_boosting_thresholds(estimator: Any) -> Callable[[int, int], float] | None:
+@dataclass(frozen=True)
+class ExactTrees:
+    """scikit-learn's own float64 numbers for a tree ensemble, by ONNX (tree, node) ids.
+
+    ``threshold(tree, node)``; ``weight(tree, node, target)`` or None to keep skl2onnx's;
+    ``float32_features``: scikit-learn casts the features to float32 before comparing."""
+
+    threshold: Callable[[int, int], float]
+    weight: Callable[[int, int, int], float] | None
+    float32_features: bool
+
+
+def _hist_gradient_boosting(estimator: Any) -> ExactTrees | None:
     predictors = getattr(estimator, "_predictors", None)
     if not predictors or not predictors[0]:
         return None
@@ -351,44 +366,74 @@ def _hist_gradient_boosting_thresholds(estimator: Any) -> Callable[[int, int], f
         iteration, k = divmod(tree, per_iteration)
         return float(predictors[iteration][k].nodes["num_threshold"][node])
 
-    return threshold
+    return ExactTrees(threshold, None, float32_features=False)
 
 
-# skl2onnx writes tree thresholds as float32. scikit-learn's forests and decision trees
-# compare float32 features, and skl2onnx rounds their thresholds so that stays exact; but
-# HistGradientBoosting compares float64 features with float64 thresholds, where a rounded
-# threshold sends a value sitting on it (e.g. an imputed median on a median split) the other
-# way. For these the exact thresholds are put back (ai.onnx.ml 3 ``nodes_values_as_tensor``)
-# and the tree reads the float64 features.
-FLOAT64_THRESHOLDS: Final[dict[str, Callable[[Any], Callable[[int, int], float] | None]]] = {
-    "HistGradientBoostingClassifier": _hist_gradient_boosting_thresholds,
-    "HistGradientBoostingRegressor": _hist_gradient_boosting_thresholds,
+def _forest(estimator: Any) -> ExactTrees | None:
+    trees = list(getattr(estimator, "estimators_", None) or [])
+    if not trees or not all(hasattr(t, "tree_") for t in trees):
+        return None
+    count = len(trees)
+    classifier = hasattr(estimator, "classes_")
+
+    def threshold(tree: int, node: int) -> float:
+        return float(trees[tree].tree_.threshold[node])
+
+    def weight(tree: int, node: int, target: int) -> float:
+        value = trees[tree].tree_.value[node, 0]
+        share = value[target] / value.sum() if classifier else value[target]
+        return float(share) / count
+
+    return ExactTrees(threshold, weight, float32_features=True)
+
+
+# skl2onnx writes tree thresholds and leaf weights as float32 and ONNX Runtime then sums
+# votes in float32, where scikit-learn compares with float64 thresholds and sums in float64.
+# A value sitting on a threshold (e.g. an imputed median on a median split) then takes the
+# other branch, and a tied vote (7 trees against 7) is broken by rounding. For these
+# estimators the exact numbers are put back (ai.onnx.ml 3 ``*_as_tensor`` attributes, which
+# also make ONNX Runtime compare and sum in float64) and the features arrive in the
+# precision scikit-learn compares them in. Sanity-checked against what skl2onnx wrote.
+EXACT_TREES: Final[dict[str, Callable[[Any], ExactTrees | None]]] = {
+    "HistGradientBoostingClassifier": _hist_gradient_boosting,
+    "HistGradientBoostingRegressor": _hist_gradient_boosting,
+    "RandomForestClassifier": _forest,
+    "RandomForestRegressor": _forest,
+    "ExtraTreesClassifier": _forest,
+    "ExtraTreesRegressor": _forest,
 }
 _TREE_OPS: Final = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor"})
 
 
-def _use_float64_thresholds(model: Any, estimator: Any) -> bool:
-    """Give the estimator graph's tree ensemble float64 input and scikit-learn's float64
-    thresholds where the estimator compares in float64 (see FLOAT64_THRESHOLDS); False (the
-    graph untouched) when that does not apply or the thresholds do not match."""
+def _close_float32(exact: np.ndarray, written: np.ndarray) -> bool:
+    """skl2onnx may move a threshold one float32 step to keep float32 comparisons exact."""
+    rounded = exact.astype(np.float32)
+    up = np.nextafter(rounded, np.float32(np.inf))
+    down = np.nextafter(rounded, np.float32(-np.inf))
+    return bool(np.all((written == rounded) | (written == up) | (written == down)))
+
+
+def _exact_tree_ensemble(model: Any, estimator: Any) -> bool:
+    """Give the estimator graph's tree ensemble scikit-learn's float64 thresholds and weights
+    (see EXACT_TREES). True when the graph input became float64 (no Cast to float32 needed
+    in front of it); False when it still takes float32 (refined or left as it was)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    source = FLOAT64_THRESHOLDS.get(type(estimator).__name__)
-    threshold = source(estimator) if source is not None else None
+    source = EXACT_TREES.get(type(estimator).__name__)
+    exact = source(estimator) if source is not None else None
     trees = [n for n in model.graph.node if n.op_type in _TREE_OPS]
     graph_input = model.graph.input[0].name
     consumers = [n for n in model.graph.node if graph_input in n.input]
-    if threshold is None or len(trees) != 1 or consumers != trees:
+    if exact is None or len(trees) != 1 or consumers != trees:
         return False
     node = trees[0]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if "nodes_values" not in attrs:
-        return False
+    prefix = "class" if node.op_type == "TreeEnsembleClassifier" else "target"
     try:
-        exact = np.array(
+        thresholds = np.array(
             [
-                threshold(tree, node_id) if mode != b"LEAF" else 0.0
-                for tree, node_id, mode in zip(
+                exact.threshold(t, n) if mode != b"LEAF" else 0.0
+                for t, n, mode in zip(
                     attrs["nodes_treeids"],
                     attrs["nodes_nodeids"],
                     attrs["nodes_modes"],
@@ -397,21 +442,50 @@ def _use_float64_thresholds(model: Any, estimator: Any) -> bool:
             ],
             dtype=np.float64,
         )
-    except (IndexError, KeyError, ValueError):
+        weights = None
+        if exact.weight is not None:
+            weights = np.array(
+                [
+                    exact.weight(t, n, k)
+                    for t, n, k in zip(
+                        attrs[f"{prefix}_treeids"],
+                        attrs[f"{prefix}_nodeids"],
+                        attrs[f"{prefix}_ids"],
+                        strict=True,
+                    )
+                ],
+                dtype=np.float64,
+            )
+    except (IndexError, KeyError, ValueError, ZeroDivisionError):
         return False
-    written = np.asarray(attrs["nodes_values"], dtype=np.float32)
-    if not np.array_equal(exact.astype(np.float32), written):  # not the tree we think it is
+    # Only if these are the trees skl2onnx wrote: same numbers up to float32 rounding.
+    if not _close_float32(thresholds, np.asarray(attrs["nodes_values"], dtype=np.float32)):
         return False
-    kept = [a for a in node.attribute if a.name != "nodes_values"]
+    written_weights = np.asarray(attrs.get(f"{prefix}_weights", []), dtype=np.float32)
+    if weights is not None and not np.array_equal(weights.astype(np.float32), written_weights):
+        return False
+    replaced = {"nodes_values"} | ({f"{prefix}_weights"} if weights is not None else set())
+    kept = [a for a in node.attribute if a.name not in replaced]
     del node.attribute[:]
     node.attribute.extend(kept)
     node.attribute.append(
-        helper.make_attribute("nodes_values_as_tensor", numpy_helper.from_array(exact))
+        helper.make_attribute("nodes_values_as_tensor", numpy_helper.from_array(thresholds))
     )
-    model.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    if weights is not None:
+        node.attribute.append(
+            helper.make_attribute(f"{prefix}_weights_as_tensor", numpy_helper.from_array(weights))
+        )
     for opset in model.opset_import:
         if opset.domain == "ai.onnx.ml" and opset.version < 3:
             opset.version = 3
+    if exact.float32_features:  # float32 features (the Cast in front), compared in float64
+        widened = f"{graph_input}_float64"
+        node.input[:] = [widened if i == graph_input else i for i in node.input]
+        model.graph.node.insert(
+            0, helper.make_node("Cast", [graph_input], [widened], to=TensorProto.DOUBLE)
+        )
+        return False
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
     return True
 
 
@@ -456,6 +530,23 @@ def _align_opsets(first: Any, second: Any) -> None:
             entry = model.opset_import.add()
             entry.domain = domain
             entry.version = version
+
+
+def _label_from_probabilities(graph: Any) -> None:
+    """label = the first class of highest probability, as scikit-learn's argmax picks it
+    (ONNX Runtime's tree ensembles break exact ties, e.g. 7 votes against 7, otherwise)."""
+    from onnx import TensorProto, helper
+
+    _rename(graph, "label", "estimator_label")
+    kept = [o for o in graph.output if o.name != "estimator_label"]
+    del graph.output[:]
+    graph.output.extend(kept)
+    graph.node.append(
+        helper.make_node(
+            "ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0, select_last_index=0
+        )
+    )
+    graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64, [None]))
 
 
 def _rename(graph: Any, old: str, new: str) -> None:
@@ -600,12 +691,19 @@ def check_agreement(
         classes = np.asarray(pipeline.classes_)
         labels = classes[np.asarray(outputs[0]).astype(np.int64).ravel()]
         diff: float | None = None
+        proba = None
         if hasattr(pipeline, "predict_proba") and len(outputs) > 1:
             proba = np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
             diff = float(np.max(np.abs(np.asarray(outputs[1], dtype=np.float64) - proba)))
-        wrong = int(np.sum(labels != expected))
-        if wrong:
-            return False, f"{wrong} of {len(frame)} rows get another class", diff
+        wrong = labels != expected
+        if wrong.any():
+            why = f"{int(wrong.sum())} of {len(frame)} rows get another class"
+            if proba is not None and proba.shape[1] > 1:
+                top = np.sort(proba[wrong], axis=1)
+                ties = int(np.sum(top[:, -1] - top[:, -2] < 1e-6))
+                if ties:  # scikit-learn's own choice there is float64 rounding
+                    why += f" ({ties} of them near-ties of scikit-learn's probabilities)"
+            return False, why, diff
         return True, "", diff
     got = np.asarray(outputs[0], dtype=np.float64).ravel()
     want = expected.astype(np.float64).ravel()
@@ -681,7 +779,7 @@ def build_fast_path(
     reasons: list[str] = []
     checked, last_diff = 0, None
     # float64 into the estimator where ONNX Runtime runs it (linear models); float32 (behind a
-    # Cast, or float64 with exact thresholds, see FLOAT64_THRESHOLDS) for tree ensembles.
+    # Cast, with exact thresholds, see EXACT_TREES) for tree ensembles.
     _, estimator = _split_pipeline_or_none(pipeline)
     tree_like = any(hasattr(estimator, a) for a in ("estimators_", "_predictors", "tree_"))
     for dtype in ("float", "double") if tree_like else ("double", "float"):
