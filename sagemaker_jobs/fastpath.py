@@ -22,18 +22,22 @@ one-hot) is converted by skl2onnx with two replacements registered for this conv
 SimpleImputer becomes ``Where(IsNaN(x), statistics, x)`` computed in float64 (skl2onnx's own
 imputer works in float32 and ONNX Runtime has no float64 Imputer) and, for text, one
 ``Where(Equal(x, MISSING_TEXT), statistics, x)`` for all columns (instead of five nodes per
-column). Preprocessing therefore runs in float64, as in scikit-learn; the estimator is
-converted for float64 input where ONNX Runtime can run it (linear models) and otherwise
-for float32 behind a Cast, which is what scikit-learn's trees do themselves. Class labels are
-emitted as indices into the model's ``classes`` (metadata.json), so labels of any JSON type
-come back exactly.
+column). Preprocessing therefore runs in float64, as in scikit-learn. The estimator is
+converted for float64 input where ONNX Runtime runs it (linear models); tree ensembles get
+float32 features behind a Cast, as scikit-learn's trees do themselves, and where scikit-learn
+compares or sums in float64 (HistGradientBoosting thresholds, forest votes) the graph gets
+scikit-learn's exact float64 numbers back (:data:`EXACT_TREES`). Class labels are emitted as
+indices into the model's ``classes`` (metadata.json), taken as the first highest probability
+like scikit-learn's argmax, so labels of any JSON type come back exactly.
 
 **Agreement** is checked on the held-out rows plus probe rows made from them (each column
 missing in turn, every column missing, an unseen category per text column): classes must be
 equal on every row; regression values within ``|onnx - sklearn| <= ATOL + RTOL * |sklearn|``
 (:data:`RTOL` 1e-4, :data:`ATOL` 1e-5). ``max_abs_diff`` is the largest difference of
 regression values, or of class probabilities for classifiers (information only: classes
-decide).
+decide). A row where scikit-learn's own top two probabilities differ only by float64 rounding
+can still go the other way in ONNX Runtime (its trees output float32); the reason then counts
+such near-ties, and scikit-learn serves.
 
 Imports: numpy at module level; skl2onnx/onnx only when building, onnxruntime only when
 predicting, so the model server needs just numpy and onnxruntime.

@@ -165,8 +165,10 @@ def open_model(path: Path, sha256: str | None, workdir: Path) -> Path:
             raise ModelLoadError(
                 f"{path.name} has sha256 {actual}, expected {sha256.lower()}: refusing to load it"
             )
+        target = workdir / "model"
+        shutil.rmtree(target, ignore_errors=True)  # nothing of a previous model may linger
         try:
-            directory = archive.safe_extract(private, workdir / "model")
+            directory = archive.safe_extract(private, target)
         except archive.ArchiveError as exc:
             raise ModelLoadError(str(exc)) from None
         finally:
