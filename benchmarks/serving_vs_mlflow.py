@@ -215,7 +215,9 @@ def prepare(name: str, algorithm: str, hps: dict[str, Any], root: Path, mlflow_p
     return model, report, mlflow_dir, single, batches, frames
 
 
-def in_process(model: Any, frames: list[Any], single_frames: list[Any], n: int) -> dict[str, float]:
+def _in_process(
+    model: Any, frames: list[Any], single_frames: list[Any], n: int
+) -> dict[str, float]:
     pipeline = model.pipeline
     pipeline.predict(frames[0])
     t0 = time.perf_counter()
@@ -228,6 +230,19 @@ def in_process(model: Any, frames: list[Any], single_frames: list[Any], n: int) 
         pipeline.predict(single_frames[i % len(single_frames)])
         samples.append((time.perf_counter() - t) * 1e3)
     return {"batch_rows_per_s": rows_per_s, "single_p50_ms": statistics.median(samples)}
+
+
+def in_process(model: Any, frames: list[Any], single_frames: list[Any], n: int) -> dict[str, float]:
+    """The sklearn Pipeline called in this process, with its default native threads and with
+    one thread (OpenMP spin-waits hurt HistGradientBoosting on a busy machine): the better of
+    the two is the baseline, so the ratio is the conservative one."""
+    from threadpoolctl import threadpool_limits
+
+    default = _in_process(model, frames, single_frames, n)
+    with threadpool_limits(1):
+        single = _in_process(model, frames, single_frames, n)
+    best = max(default, single, key=lambda r: r["batch_rows_per_s"])
+    return {**best, "threads": "default" if best is default else "1"}  # type: ignore[dict-item]
 
 
 def main() -> int:
@@ -330,7 +345,8 @@ def main() -> int:
                     flush=True,
                 )
             print(
-                f"  {'in-process':<15} sklearn Pipeline.predict: single row p50 "
+                f"  {'in-process':<15} sklearn Pipeline.predict ({base['threads']} threads): "
+                "single row p50 "
                 f"{base['single_p50_ms']:.3f} ms, 50-row batches {base['batch_rows_per_s']:.0f} "
                 "rows/s",
                 flush=True,

@@ -5,6 +5,7 @@ from parsed requests without pandas; and the report when it cannot be used."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,27 @@ def test_evaluate_job_reports_instead_of_failing(
     assert report["runtime"] == "sklearn"
     assert "MemoryError: no room" in report["reason"]
     assert json.loads((tmp_path / "fastpath" / "report.json").read_text()) == report
+
+
+def test_serving_builds_no_dataframe(
+    models: dict[tuple[str, str], servekit.Model], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = models[("hist_gradient_boosting", "classification")]
+    servekit.build_fast_path(model, tmp_path)
+    predictor = fastpath.OnnxPredictor(
+        tmp_path / "model.onnx", model.signature, "classification", model.metadata["classes"]
+    )
+    body = json.dumps(
+        {
+            "dataframe_records": [
+                {"x 1": 0.1, "x/2": 2.0, "count": 3, "flag": False, "colour": "red", "city": "Lima"}
+            ]
+        }
+    )
+    batch = scoring.parse(body, scoring.JSON, model.signature)
+    expected = predictor.predict(batch)
+    # With pandas impossible to import, the fast path still answers: no DataFrame on the way.
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    assert predictor.predict(batch) == expected
+    with pytest.raises(ImportError):
+        import pandas  # noqa: F401
