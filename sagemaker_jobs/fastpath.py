@@ -448,9 +448,12 @@ def _exact_tree_ensemble(model: Any, estimator: Any) -> bool:
         )
         weights = None
         if exact.weight is not None:
+            # A binary classifier is written as one score: the second class's.
+            single = prefix == "class" and len(set(attrs["class_ids"])) == 1
+            binary = single and len(getattr(estimator, "classes_", ())) == 2
             weights = np.array(
                 [
-                    exact.weight(t, n, k)
+                    exact.weight(t, n, 1 if binary else k)
                     for t, n, k in zip(
                         attrs[f"{prefix}_treeids"],
                         attrs[f"{prefix}_nodeids"],
@@ -786,7 +789,8 @@ def build_fast_path(
     # Cast, with exact thresholds, see EXACT_TREES) for tree ensembles.
     _, estimator = _split_pipeline_or_none(pipeline)
     tree_like = any(hasattr(estimator, a) for a in ("estimators_", "_predictors", "tree_"))
-    for dtype in ("float", "double") if tree_like else ("double", "float"):
+    # (float64 features against a tree ensemble's float32 thresholds are never faithful.)
+    for dtype in ("float",) if tree_like else ("double", "float"):
         try:
             model = convert(pipeline, signature, task, dtype).SerializeToString()
             predictor = OnnxPredictor(model, signature, task, classes)

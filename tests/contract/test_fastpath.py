@@ -250,3 +250,21 @@ def test_serving_builds_no_dataframe(
     assert predictor.predict(batch) == expected
     with pytest.raises(ImportError):
         import pandas  # noqa: F401
+
+
+def test_tied_votes_of_a_binary_forest(tmp_path: Path) -> None:
+    # 50 trees on noisy labels: rows get 25 votes against 25 (0.02 is not exact in
+    # float32, so float32 votes do not tie). scikit-learn takes the
+    # first class; so must the graph (float64 votes, first highest probability).
+    train = servekit.mixed_frame(300, seed=5)
+    test = servekit.mixed_frame(150, seed=6)
+    rng = np.random.default_rng(0)
+    for frame in (train, test):
+        frame[servekit.TARGET] = np.where(rng.random(len(frame)) < 0.5, "yes", "no")
+    model = servekit.train_model(
+        tmp_path, train, test, "random_forest", "classification", {"n_estimators": 50}
+    )
+    proba = model.pipeline.predict_proba(model.features())
+    assert np.sum(proba[:, 0] == proba[:, 1]) > 0  # the ties are there
+    report = servekit.build_fast_path(model, tmp_path / "fast")
+    assert report["runtime"] == "onnx", report["reason"]
