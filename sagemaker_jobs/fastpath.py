@@ -350,13 +350,13 @@ def to_onnx(
 
 @dataclass(frozen=True)
 class ExactTrees:
-    """scikit-learn's own float64 numbers for a tree ensemble, by ONNX (tree, node) ids.
+    """scikit-learn's own float64 numbers for a tree ensemble, by ONNX tree id and node ids
+    (vectorised per tree). ``threshold(tree, nodes)``; ``weight(tree, nodes, targets)`` or
+    None to keep skl2onnx's; ``float32_features``: scikit-learn casts the features to
+    float32 before comparing."""
 
-    ``threshold(tree, node)``; ``weight(tree, node, target)`` or None to keep skl2onnx's;
-    ``float32_features``: scikit-learn casts the features to float32 before comparing."""
-
-    threshold: Callable[[int, int], float]
-    weight: Callable[[int, int, int], float] | None
+    threshold: Callable[[int, np.ndarray], np.ndarray]
+    weight: Callable[[int, np.ndarray, np.ndarray], np.ndarray] | None
     float32_features: bool
 
 
@@ -366,9 +366,9 @@ def _hist_gradient_boosting(estimator: Any) -> ExactTrees | None:
         return None
     per_iteration = len(predictors[0])
 
-    def threshold(tree: int, node: int) -> float:
+    def threshold(tree: int, nodes: np.ndarray) -> np.ndarray:
         iteration, k = divmod(tree, per_iteration)
-        return float(predictors[iteration][k].nodes["num_threshold"][node])
+        return np.asarray(predictors[iteration][k].nodes["num_threshold"][nodes], np.float64)
 
     return ExactTrees(threshold, None, float32_features=False)
 
@@ -380,15 +380,29 @@ def _forest(estimator: Any) -> ExactTrees | None:
     count = len(trees)
     classifier = hasattr(estimator, "classes_")
 
-    def threshold(tree: int, node: int) -> float:
-        return float(trees[tree].tree_.threshold[node])
+    def threshold(tree: int, nodes: np.ndarray) -> np.ndarray:
+        return np.asarray(trees[tree].tree_.threshold[nodes], np.float64)
 
-    def weight(tree: int, node: int, target: int) -> float:
-        value = trees[tree].tree_.value[node, 0]
-        share = value[target] / value.sum() if classifier else value[target]
-        return float(share) / count
+    def weight(tree: int, nodes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        value = np.asarray(trees[tree].tree_.value[nodes, 0], np.float64)
+        share = value[np.arange(len(nodes)), targets]
+        if classifier:
+            share = share / value.sum(axis=1)
+        return share / count
 
     return ExactTrees(threshold, weight, float32_features=True)
+
+
+def _per_tree(trees: np.ndarray, fn: Callable[..., np.ndarray], *columns: np.ndarray) -> np.ndarray:
+    """``fn(tree, *columns restricted to that tree)`` for every tree, in the original order."""
+    out = np.zeros(len(trees), dtype=np.float64)
+    if not len(trees):
+        return out
+    order = np.argsort(trees, kind="stable")
+    bounds = np.flatnonzero(np.diff(trees[order])) + 1
+    for chunk in np.split(order, bounds):
+        out[chunk] = fn(int(trees[chunk[0]]), *(c[chunk] for c in columns))
+    return out
 
 
 # skl2onnx writes tree thresholds and leaf weights as float32 and ONNX Runtime then sums
@@ -434,34 +448,24 @@ def _exact_tree_ensemble(model: Any, estimator: Any) -> bool:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     prefix = "class" if node.op_type == "TreeEnsembleClassifier" else "target"
     try:
-        thresholds = np.array(
-            [
-                exact.threshold(t, n) if mode != b"LEAF" else 0.0
-                for t, n, mode in zip(
-                    attrs["nodes_treeids"],
-                    attrs["nodes_nodeids"],
-                    attrs["nodes_modes"],
-                    strict=True,
-                )
-            ],
-            dtype=np.float64,
+        thresholds = _per_tree(
+            np.asarray(attrs["nodes_treeids"], np.int64),
+            exact.threshold,
+            np.asarray(attrs["nodes_nodeids"], np.int64),
         )
+        thresholds[np.asarray(attrs["nodes_modes"]) == b"LEAF"] = 0.0
         weights = None
         if exact.weight is not None:
+            targets = np.asarray(attrs[f"{prefix}_ids"], np.int64)
             # A binary classifier is written as one score: the second class's.
-            single = prefix == "class" and len(set(attrs["class_ids"])) == 1
-            binary = single and len(getattr(estimator, "classes_", ())) == 2
-            weights = np.array(
-                [
-                    exact.weight(t, n, 1 if binary else k)
-                    for t, n, k in zip(
-                        attrs[f"{prefix}_treeids"],
-                        attrs[f"{prefix}_nodeids"],
-                        attrs[f"{prefix}_ids"],
-                        strict=True,
-                    )
-                ],
-                dtype=np.float64,
+            binary = prefix == "class" and len(getattr(estimator, "classes_", ())) == 2
+            if binary and len(np.unique(targets)) == 1:
+                targets = np.ones_like(targets)
+            weights = _per_tree(
+                np.asarray(attrs[f"{prefix}_treeids"], np.int64),
+                exact.weight,
+                np.asarray(attrs[f"{prefix}_nodeids"], np.int64),
+                targets,
             )
     except (IndexError, KeyError, ValueError, ZeroDivisionError):
         return False
