@@ -9,6 +9,11 @@ CLI::
     --test-dir    default /opt/ml/processing/test: *.parquet files (searched recursively)
     --output-dir  default /opt/ml/processing/evaluation: evaluation.json is written here
     --metrics     comma-separated; default every metric that applies to the model
+    --fast-path   off (default) or on: also convert the whole pipeline to ONNX, check it
+                  against scikit-learn on the test rows, and write
+                  ``<output-dir>/fastpath/model.onnx`` (only if it agrees) and
+                  ``<output-dir>/fastpath/report.json`` (see fastpath.py). Never fails the job:
+                  a model that cannot be converted gets a report saying why.
 
 Metrics: classification accuracy, precision_macro, recall_macro, f1_macro, roc_auc (binary
 only; included by default when the model is binary and has predict_proba); regression rmse,
@@ -65,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
     parser.add_argument("--metrics", default=None)
+    parser.add_argument("--fast-path", choices=("off", "on"), default="off")
     return parser
 
 
@@ -216,9 +222,42 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.fast_path == "on":
+        build_fast_path(pipeline, metadata, features, output_dir / "fastpath")
     (output_dir / "evaluation.json").write_text(
         json.dumps(report, indent=2, allow_nan=False), encoding="utf-8"
     )
+    return report
+
+
+def build_fast_path(
+    pipeline: Any, metadata: dict[str, Any], features: pd.DataFrame, out_dir: Path
+) -> dict[str, Any]:
+    """The ONNX fast path and its agreement report (fastpath.py). A failure here is reported,
+    never raised: the model is still served by scikit-learn."""
+    try:
+        import fastpath
+
+        report: dict[str, Any] = fastpath.build_fast_path(
+            pipeline,
+            metadata["signature"]["inputs"],
+            features,
+            out_dir,
+            task=metadata["task"],
+            classes=metadata.get("classes"),
+        )
+    except Exception as exc:
+        report = {
+            "runtime": "sklearn",
+            "agrees": False,
+            "reason": f"building the fast path failed: {type(exc).__name__}: {exc}",
+            "checked_rows": 0,
+            "max_abs_diff": None,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "model.onnx").unlink(missing_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(f"Fast path: {json.dumps(report)}", flush=True)
     return report
 
 

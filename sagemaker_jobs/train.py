@@ -18,7 +18,8 @@ CLI (hyperparameters arrive as ``--name value`` strings; anything unknown is ign
 
 Environment:
     SM_CHANNEL_TRAIN  directory with one or more ``*.parquet`` files (read in name order)
-    SM_MODEL_DIR      where model.joblib, metadata.json and code/inference.py are written
+    SM_MODEL_DIR      where model.joblib, metadata.json and code/ (inference.py, mlcontract/,
+                      modelserver.py, fastpath.py) are written
     SM_OUTPUT_DIR     on failure a one-paragraph reason goes to ``$SM_OUTPUT_DIR/failure``
                       (SageMaker shows it as FailureReason); default /opt/ml/output
     SM_HPS            optional; set by the SageMaker training toolkit (see _estimator_kwargs)
@@ -52,6 +53,8 @@ from mlcontract import catalog, columns
 from mlcontract import preprocessing as prep
 
 FORMAT_VERSION = 1
+# Copied into the model's code/ next to inference.py (see train()).
+SERVING_FILES = ("modelserver.py", "fastpath.py")
 TASKS = ("classification", "regression")
 
 ALGORITHMS = catalog.ALGORITHMS
@@ -313,6 +316,16 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     shutil.copyfile(inference_src, code_dir / "inference.py")
     # The pipeline pickles classes from features.py: the model unpickles only beside it.
     shutil.copyfile(Path(featurelib.__file__), code_dir / "features.py")
+    # The standalone model server and its fast path runtime travel with the model, so that
+    # `python code/modelserver.py serve .` serves an unpacked archive anywhere.
+    for name in SERVING_FILES:
+        source = inference_src.with_name(name)
+        if source.is_file():
+            shutil.copyfile(source, code_dir / name)
+        else:
+            print(
+                f"warning: {name} is not next to train.py; the model ships without it", flush=True
+            )
     # The hooks parse requests with the contract package: it travels with the model.
     contract = Path(columns.__file__).resolve().parent
     shutil.copytree(

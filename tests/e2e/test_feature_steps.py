@@ -219,9 +219,11 @@ def test_every_step_from_raw_rows_to_a_fresh_serving_process(tmp_path: Path):
     assert inputs["price_text"] == "number"
     assert any("'last_seen' expanded" in note for note in metadata["notes"])
     assert sorted(p.name for p in (model_dir / "code").iterdir()) == [
+        "fastpath.py",
         "features.py",
         "inference.py",
         "mlcontract",
+        "modelserver.py",
     ]
 
     # Raw held-out rows as a client sends them: dates as ISO text (another ISO form for one
