@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from chalice import Chalice
 
-from chalicelib import steps, workflow
+from chalicelib import steps, triggers, workflow
 from chalicelib.api import datasets, endpoints, models, pipelines, preprocessing, system
 
 app = Chalice(app_name="mlpipe")
@@ -29,3 +30,11 @@ _module = sys.modules[__name__]
 for _task in workflow.TASKS:
     _handler = steps.HANDLERS[_task.function]
     setattr(_module, _task.function, app.lambda_function(name=_task.function)(_handler))
+
+
+@app.lambda_function(name="retrain")
+def retrain(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """EventBridge: a schedule or new data under incoming/ starts pipeline runs."""
+    from chalicelib.runtime import ports
+
+    return triggers.handle(ports(), event)

@@ -104,7 +104,7 @@ class CaptureWriter:
                     break
             groups: dict[tuple[str, str], list[str]] = {}
             for inference_id, ts, variant, body, ctype, out in items:
-                when = _dt.datetime.fromtimestamp(ts, _dt.UTC)
+                when = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
                 line = json.dumps(
                     capture.record(inference_id, when, body, ctype, out),
                     separators=(",", ":"),
@@ -116,7 +116,7 @@ class CaptureWriter:
             written = []
             for (_variant, hour), lines in sorted(groups.items()):
                 self._seq += 1
-                now_ms = int(_dt.datetime.now(_dt.UTC).timestamp() * 1000)
+                now_ms = int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
                 name = f"{now_ms}-{os.getpid()}-{self._seq:06d}.jsonl"
                 folder = self.root / self.prefix / hour
                 folder.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,12 @@ from mlcontract import columns as column_types
 from mlcontract import preprocessing as prep
 
 
+def _accepts(estimator: type, parameter: str) -> bool:
+    """Whether this scikit-learn's estimator takes the parameter (jobs run 1.4.2 on AWS)."""
+    return parameter in estimator().get_params()
+
+
+
 class FeatureSpecError(ValueError):
     """The steps cannot be applied to this training data (a message for the user)."""
 
@@ -85,7 +91,7 @@ def _one_datetime(value: Any) -> np.datetime64:
         return _NAT if parsed is None else np.datetime64(parsed, "us")
     if isinstance(value, _dt.datetime):  # pd.Timestamp too
         if value.tzinfo is not None:
-            value = value.astimezone(_dt.UTC).replace(tzinfo=None)
+            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
         return np.datetime64(value.replace(tzinfo=None), "us")
     if isinstance(value, _dt.date):
         return np.datetime64(_dt.datetime(value.year, value.month, value.day), "us")
@@ -733,7 +739,8 @@ class _Compiler:
             "encode": "ordinal",
             "strategy": step["strategy"],
         }
-        if step["strategy"] == "quantile":
+        if step["strategy"] == "quantile" and _accepts(KBinsDiscretizer, "quantile_method"):
+            # scikit-learn >= 1.7 asks for the method; 1.4.2 (the image's) has one fixed.
             kwargs["quantile_method"] = "averaged_inverted_cdf"
         if step["strategy"] != "uniform":
             kwargs["random_state"] = self.seed

@@ -783,8 +783,15 @@ def serve_forever(
             ready(address)
         await server.wait()
 
-    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-        runner.run(main())
+    # asyncio.Runner is Python 3.11+; the SageMaker image (and the job environment) run 3.10.
+    loop = _event_loop_factory()()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 # --- living and dying with a supervisor -----------------------------------------------------

@@ -7,12 +7,13 @@ import binascii
 import csv
 import io
 import json
+import logging
 import math
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import concurrency, tables
+from chalicelib import concurrency, offload, tables
 from chalicelib.errors import (
     BadRequestError,
     ConflictError,
@@ -28,6 +29,8 @@ from mlcontract import columns
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger("mlpipe.datasets")
 
 MAX_COLUMNS = 2000
 MAX_COLUMN_NAME = 256
@@ -299,6 +302,13 @@ def upload(ports: Ports, name: str, raw: bytes, content_type: str) -> dict[str, 
     return _store_version(ports, name, fmt, "upload", raw)
 
 
+def store_version(
+    ports: Ports, name: str, fmt: str, source_type: str, raw: bytes
+) -> dict[str, Any]:
+    """A new version of ``name`` from bytes in a known format (the retraining trigger)."""
+    return _store_version(ports, name, fmt, source_type, raw)
+
+
 def _store_version(
     ports: Ports, name: str, fmt: str, source_type: str, raw: bytes
 ) -> dict[str, Any]:
@@ -318,7 +328,8 @@ def _store_version(
         # number deletes only its own bytes, never the winner's.
         folder = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}"
         written.append(folder)
-        key = f"{folder}/data.parquet"
+        # The Parquet file alone under data/: the Glue table of this version reads the prefix.
+        key = f"{folder}/data/data.parquet"
         ports.store.put_bytes(key, data)
         # The profile lives beside the data: with many columns it outgrows a metadata item.
         ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
@@ -330,13 +341,16 @@ def _store_version(
             "format": fmt,
             "source": {"type": source_type},
             "key": key,
+            "folder": folder,
             "profile_key": f"{folder}/profile.json",
             "uri": ports.store.uri(key),
             "rows": stats["rows"],
+            "columns": len(stats["columns"]),
             "schema": [{"name": c["name"], "type": c["type"]} for c in stats["columns"]],
             "bytes": len(data),
             "created_at": now,
         }
+        record = offload.offload(ports.store, record, "schema", f"{folder}/schema.json")
         head_item = {
             "name": name,
             "latest_version": version,
@@ -353,7 +367,9 @@ def _store_version(
         return record
 
     try:
-        record: dict[str, Any] = concurrency.retry(attempt, what=f"dataset {name!r}")
+        record: dict[str, Any] = offload.hydrate(
+            ports.store, concurrency.retry(attempt, what=f"dataset {name!r}"), "schema"
+        )
     except TooLargeError:
         raise PayloadTooLargeError(
             "the dataset's schema is too large to record; use fewer or shorter column names"
@@ -361,7 +377,24 @@ def _store_version(
     finally:
         for folder in written:  # attempts that lost a race, or failed: no orphan bytes
             ports.store.delete_prefix(folder)
+    _catalog(ports, record, data)
     return summary(record)
+
+
+def _catalog(ports: Ports, record: dict[str, Any], data: bytes) -> None:
+    """Register the version as a table (Glue on AWS). The version is READY either way: a
+    catalog failure is logged, and the next version or a re-registration fixes it."""
+    if ports.catalog is None:
+        return
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(io.BytesIO(data))
+    columns = {field.name: str(field.type) for field in schema}
+    location = ports.store.uri(record["key"].rsplit("/", 1)[0])
+    try:
+        ports.catalog.register(record["name"], record["version"], location, columns)
+    except Exception:
+        log.exception("could not catalog dataset %s v%s", record["name"], record["version"])
 
 
 def get_profile(ports: Ports, record: dict[str, Any]) -> dict[str, Any]:
@@ -411,7 +444,9 @@ def delete(ports: Ports, name: str, version: int | None = None) -> dict[str, Any
     except ConditionFailedError:
         raise ConflictError(f"dataset {name!r} changed meanwhile; try again") from None
     for r in records:
-        ports.store.delete_prefix(r.item["key"].rsplit("/", 1)[0])
+        ports.store.delete_prefix(r.item.get("folder") or r.item["key"].rsplit("/", 1)[0])
+        if ports.catalog is not None:
+            ports.catalog.unregister(name, int(r.item["version"]))
     return {"name": name, "deleted_versions": sorted(r.item["version"] for r in records)}
 
 
@@ -421,7 +456,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "version": record["version"],
         "status": record["status"],
         "rows": record["rows"],
-        "columns": len(record["schema"]),
+        "columns": record["columns"] if "columns" in record else len(record["schema"]),
         "created_at": record["created_at"],
     }
 
@@ -435,7 +470,7 @@ def get_version(ports: Ports, name: str, version: int | None = None) -> dict[str
     rec = ports.metadata.get(tables.dataset_versions(name), tables.version_sk(version))
     if rec is None:
         raise NotFoundError(f"dataset {name!r} has no version {version}")
-    return rec.item
+    return offload.hydrate(ports.store, rec.item, "schema")
 
 
 def describe(ports: Ports, name: str) -> dict[str, Any]:

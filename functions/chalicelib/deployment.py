@@ -22,7 +22,13 @@ from typing import Any
 
 from chalicelib import concurrency, registry, scoring, tables
 from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, StepError
-from chalicelib.ports import Deployment, EndpointNotReadyError, ModelInputError, Write
+from chalicelib.ports import (
+    Deployment,
+    EndpointNotReadyError,
+    ForeignResourceError,
+    ModelInputError,
+    Write,
+)
 from chalicelib.runtime import Ports
 from chalicelib.schemas import EndpointCreate
 from chalicelib.timeutil import now_iso
@@ -84,6 +90,8 @@ def _deploy(ports: Ports, endpoint: str, version: dict[str, Any]) -> None:
         ports.endpoints.deploy(_deployment(endpoint, version))
     except EndpointNotReadyError as exc:
         raise ConflictError(f"endpoint {endpoint!r} cannot take a new version now: {exc}") from None
+    except ForeignResourceError as exc:
+        raise ConflictError(str(exc)) from None
 
 
 def create(ports: Ports, req: EndpointCreate) -> dict[str, Any]:
@@ -267,7 +275,10 @@ def rollback(ports: Ports, name: str) -> dict[str, Any]:
 def delete(ports: Ports, name: str) -> None:
     with _lease(ports, name):
         _record(ports, name)
-        ports.endpoints.delete(name)
+        try:
+            ports.endpoints.delete(name)
+        except ForeignResourceError as exc:
+            raise ConflictError(str(exc)) from None
         ports.metadata.delete(tables.ENDPOINTS, name)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import datasets, tables
-from chalicelib.errors import BadRequestError, ConflictError, NotFoundError
-from chalicelib.ports import ConditionFailedError, Write
+from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError
+from chalicelib.ports import ConditionFailedError, TooLargeError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import PipelineCreate
 from chalicelib.timeutil import now_iso
@@ -64,6 +64,10 @@ def create(ports: Ports, spec: PipelineCreate) -> dict[str, Any]:
         ports.metadata.put(Write(tables.PIPELINES, spec.name, record, expected_rev=0))
     except ConditionFailedError:
         raise ConflictError(f"pipeline {spec.name!r} already exists") from None
+    except TooLargeError:  # DynamoDB stops at 400 KB: a 413 that says so, never a 500
+        raise PayloadTooLargeError(
+            "the pipeline spec is too large to record (its column lists); name fewer columns"
+        ) from None
     return {**record, **checked}
 
 

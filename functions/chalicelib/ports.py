@@ -40,6 +40,10 @@ class EndpointNotReadyError(Exception):
     """The endpoint exists but cannot serve yet (creating, updating, or its model failed)."""
 
 
+class ForeignResourceError(Exception):
+    """A resource of that name exists but this service did not create it: never touched."""
+
+
 class OrchestratorUnavailableError(Exception):
     """The orchestrator refused or failed a call; the caller may retry."""
 
@@ -160,6 +164,20 @@ class EndpointRuntime(Protocol):
     def invoke(self, endpoint: str, body: bytes, content_type: str) -> bytes: ...
     def status(self, endpoint: str) -> str: ...
     def delete(self, endpoint: str) -> None: ...
+
+
+# --- dataset catalog ---------------------------------------------------------------------
+
+
+class DataCatalog(Protocol):
+    """Where users query dataset versions from (AWS: Glue tables for Athena)."""
+
+    def register(self, dataset: str, version: int, location: str, columns: dict[str, str]) -> str:
+        """Catalog one version's Parquet data under ``location`` (a URI prefix); ``columns``
+        maps each column to its pyarrow type name. Returns the table's name."""
+        ...
+
+    def unregister(self, dataset: str, version: int) -> None: ...
 
 
 # --- orchestrator --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import concurrency, tables
+from chalicelib import concurrency, offload, tables
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.ports import Delete, Record, Write
 from chalicelib.runtime import Ports
@@ -27,6 +27,12 @@ def _head(ports: Ports, name: str) -> Record:
 def register(ports: Ports, name: str, run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Allocate the next version number and record it; the head, the version and the run's
     claim on it move together, so a retried Register returns the version it made."""
+
+    # A signature has one entry per input column: past a few hundred it lives beside the
+    # model's artefact, not in the version record (DynamoDB items stop at 400 KB).
+    fields = offload.offload(
+        ports.store, fields, "signature", f"runs/{run_id}/model/signature.json"
+    )
 
     def attempt() -> dict[str, Any]:
         claimed = ports.metadata.get(tables.model_runs(name), run_id)
@@ -54,7 +60,7 @@ def register(ports: Ports, name: str, run_id: str, fields: dict[str, Any]) -> di
         return record
 
     result: dict[str, Any] = concurrency.retry(attempt, what=f"model {name!r}")
-    return result
+    return offload.hydrate(ports.store, result, "signature")
 
 
 def get_version(ports: Ports, name: str, version: int) -> dict[str, Any]:
@@ -62,7 +68,7 @@ def get_version(ports: Ports, name: str, version: int) -> dict[str, Any]:
     if rec is None:
         _head(ports, name)
         raise NotFoundError(f"model {name!r} has no version {version}")
-    return rec.item
+    return offload.hydrate(ports.store, rec.item, "signature")
 
 
 def public(version: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +81,10 @@ def list_versions(ports: Ports, name: str) -> list[dict[str, Any]]:
     for alias, v in head.item["aliases"].items():
         aliases_by_version.setdefault(v, []).append(alias)
     return [
-        {**public(r.item), "aliases": sorted(aliases_by_version.get(r.item["version"], []))}
+        {
+            **public(offload.hydrate(ports.store, r.item, "signature")),
+            "aliases": sorted(aliases_by_version.get(r.item["version"], [])),
+        }
         for r in ports.metadata.query(tables.model_versions(name))
     ]
 
@@ -176,3 +185,5 @@ def delete_version(ports: Ports, name: str, version: int, in_use: list[str]) -> 
     key = record.get("artefact_key")
     if isinstance(key, str) and key.endswith("/model.tar.gz"):
         ports.store.delete_prefix(key)
+    if record.get("signature_key"):
+        ports.store.delete_prefix(record["signature_key"])

@@ -25,6 +25,7 @@ from chalicelib.errors import (
 from chalicelib.ports import (
     TERMINAL_EVENTS,
     ExecutionNotFoundError,
+    ObjectStore,
     OrchestratorUnavailableError,
     Write,
 )
@@ -41,6 +42,12 @@ def history_key(run_id: str) -> str:
     return f"runs/{run_id}/history.json"
 
 
+def spec_key(run_id: str) -> str:
+    """The pipeline spec as the run read it: the execution input names it (Step Functions
+    caps the state at 256 KiB; a spec's column lists are unbounded)."""
+    return f"runs/{run_id}/pipeline.json"
+
+
 # --- starting ------------------------------------------------------------------------------
 
 
@@ -53,6 +60,14 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
             f"dataset {dataset['name']!r} v{dataset['version']} is {dataset['status']}"
         )
     pipelines.check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
+    run_id = uuid.uuid4().hex
+    # The spec travels by reference: Step Functions caps the state at 256 KiB, and a spec's
+    # column lists are unbounded. The deployment stays inline for the DeployRequested? Choice.
+    spec_doc = spec.model_dump(mode="json")
+    ports.store.put_bytes(spec_key(run_id), json.dumps(spec_doc).encode())
+    pipeline_ref: dict[str, Any] = {"name": spec.name, "key": spec_key(run_id)}
+    if spec.deployment is not None:
+        pipeline_ref["deployment"] = spec_doc["deployment"]
     return launch(
         ports,
         "pipeline",
@@ -61,11 +76,12 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
             "dataset": {"name": dataset["name"], "version": dataset["version"]},
         },
         {
-            "pipeline": spec.model_dump(mode="json"),
+            "pipeline": pipeline_ref,
             "dataset": {"name": dataset["name"], "version": dataset["version"],
                         "key": dataset["key"]},
             "train_attempt": 1,
         },
+        run_id=run_id,
     )  # fmt: skip
 
 
@@ -394,7 +410,10 @@ def cancel(ports: Ports, run_id: str) -> dict[str, Any]:
     return public(end(ports, run_id, "ABORTED", _aborted("cancelled through the API")))
 
 
-def spec_of(event: dict[str, Any]) -> PipelineCreate:
-    """The pipeline spec in an execution input. It was validated when the run started, so
-    it is read without re-validating the catalog (the execution input is ours)."""
-    return PipelineCreate.model_validate(event["pipeline"], context={"trusted": True})
+def spec_of(event: dict[str, Any], store: ObjectStore) -> PipelineCreate:
+    """The pipeline spec an execution input refers to (``$.pipeline.key``; executions started
+    before specs moved out of the state carry it whole). It was validated when the run
+    started, so it is read without re-validating the catalog (the spec is ours)."""
+    ref = event["pipeline"]
+    doc = json.loads(store.get_bytes(ref["key"])) if "key" in ref else ref
+    return PipelineCreate.model_validate(doc, context={"trusted": True})

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from chalicelib.names import Name
+from chalicelib.names import EndpointName, Name
 from mlcontract import catalog, metrics
 from mlcontract import preprocessing as prep
 
@@ -80,7 +80,7 @@ class EvaluationSpec(Strict):
 
 
 class DeploymentSpec(Strict):
-    endpoint: Name
+    endpoint: EndpointName
     alias: Name = "production"
 
 
@@ -137,7 +137,7 @@ class AliasSet(Strict):
 
 
 class EndpointCreate(Strict):
-    name: Name
+    name: EndpointName
     model: Name
     alias: Name | None = None
     version: int | None = Field(default=None, ge=1)

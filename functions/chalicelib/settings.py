@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,9 +33,11 @@ class Settings(BaseSettings):
     training_instance_type: str = "ml.m5.large"
     endpoint_instance_type: str = "ml.t2.medium"
 
-    # Seconds the state machine waits between job status checks (AWS: 30, so a 24 h job
-    # is 2,880 polls and ~8,700 history events, well under the 25,000 limit). The local
-    # stack sets 0: its job runner's describe long-polls instead (job_long_poll_seconds).
+    # Seconds the state machine waits between job status checks (AWS: 30). Each check is 9
+    # history events; on the aws profile the settings refuse a poll interval that would let
+    # two jobs of max_job_seconds approach Step Functions' 25,000-event history limit (see
+    # ``history_events`` and stepfunctions/README.md). The local stack sets 0: its job
+    # runner's describe long-polls instead (job_long_poll_seconds).
     poll_seconds: int = Field(default=30, ge=0, le=3600)
     job_long_poll_seconds: float = Field(default=5.0, ge=0, le=60)
 
@@ -79,9 +81,41 @@ class Settings(BaseSettings):
     alarm_evaluation_seconds: int = Field(default=60, ge=10, le=3600)
     # AWS: the SNS topic alarms notify (the rollback/retrain Lambda subscribes to it).
     alarm_topic_arn: str = ""
+    # The stack these functions belong to (the template sets it): every SageMaker resource
+    # the service creates is tagged mlpipe:owner=<stack_name>, and endpoints without our tag
+    # are never updated or deleted.
+    stack_name: str = Field(default="mlpipe", min_length=1, max_length=128)
+    # Where jobs and endpoints run on the aws profile: SageMaker, or (offline tests of the
+    # AWS path: iac/local/hybrid.py) the local job runner and endpoint runtime. "local" is
+    # refused inside a Lambda: the local implementations are never in the bundle.
+    jobs: Literal["sagemaker", "local"] = "sagemaker"
+    endpoints: Literal["sagemaker", "local"] = "sagemaker"
+    # The Python the local job runner runs job scripts with: the job environment pinned to
+    # the SageMaker image's library versions (make jobs-venv: .venv-jobs). Unset: that venv
+    # when it exists, else this interpreter.
+    job_python: str | None = None
+    # The Glue database every dataset version is registered in as a table (for Athena); the
+    # template creates it. Unset: datasets are not catalogued.
+    glue_database: str | None = None
 
     # Upper bound on inline dataset bodies and uploads (API Gateway caps payloads at 10 MB).
     max_inline_bytes: int = 6 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> Settings:
+        if self.profile == "aws" and self.jobs == "sagemaker":
+            if self.poll_seconds < 1:
+                raise ValueError("MLPIPE_POLL_SECONDS must be at least 1 on AWS (0 would spin)")
+            events = history_events(self.max_job_seconds, self.poll_seconds)
+            if events > HISTORY_BUDGET:
+                raise ValueError(
+                    f"a run with two jobs of MLPIPE_MAX_JOB_SECONDS={self.max_job_seconds} "
+                    f"polled every MLPIPE_POLL_SECONDS={self.poll_seconds} s could write "
+                    f"{events} history events; Step Functions stops at 25,000 (budget "
+                    f"{HISTORY_BUDGET}): raise the poll interval to at least "
+                    f"{min_poll_seconds(self.max_job_seconds)} s"
+                )
+        return self
 
     @property
     def allowed_file_roots(self) -> list[Path]:
@@ -103,6 +137,29 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+
+# Step Functions history arithmetic (stepfunctions/README.md). One Wait/Check/Choice loop is
+# 9 events: WaitStateEntered/Exited, TaskStateEntered, TaskScheduled, TaskStarted,
+# TaskSucceeded, TaskStateExited, ChoiceStateEntered/Exited. A run has two job loops
+# (training, evaluation); the rest of a run (10 Lambda tasks, choices, retries) stays under
+# FIXED_EVENTS. The budget leaves 20 % of the 25,000 limit for retries.
+EVENTS_PER_POLL = 9
+FIXED_EVENTS = 250
+HISTORY_BUDGET = 20_000
+
+
+def history_events(max_job_seconds: int, poll_seconds: int) -> int:
+    """Worst-case history events of one run: two jobs that each run max_job_seconds."""
+    polls = max_job_seconds // max(poll_seconds, 1) + 2
+    return FIXED_EVENTS + 2 * EVENTS_PER_POLL * polls
+
+
+def min_poll_seconds(max_job_seconds: int) -> int:
+    poll = 1
+    while history_events(max_job_seconds, poll) > HISTORY_BUDGET:
+        poll += 1
+    return poll
 
 
 @cache

@@ -18,6 +18,7 @@ from typing import Any
 
 from chalicelib import cleaning, datasets, deployment, registry, runs, workflow
 from chalicelib.errors import MLPipeError, StepError, TransientError
+from chalicelib.names import sagemaker_name
 from chalicelib.ports import JobKind, JobSpec, TooLargeError
 from chalicelib.preprocessing import split
 from chalicelib.runtime import Ports, ports
@@ -51,7 +52,7 @@ class StepContext:
 
     @cached_property
     def spec(self) -> PipelineCreate:
-        return runs.spec_of(self.event)
+        return runs.spec_of(self.event, self.ports.store)
 
 
 @dataclass
@@ -138,8 +139,9 @@ def _step_in_flight(ctx: StepContext) -> bool:
 
 
 def job_name(run_id: str, state: str, attempt: int) -> str:
-    """Deterministic: a retried state asks for the same job, which starts it at most once."""
-    return f"mlp-{run_id}-{state}-{attempt}"
+    """Deterministic: a retried state asks for the same job, which starts it at most once.
+    Always a valid SageMaker job name starting with ``mlp-`` (hashed if it would not fit)."""
+    return sagemaker_name("mlp", run_id, state, str(attempt))
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -164,12 +166,14 @@ def validate(ctx: StepContext) -> StepResult:
     cleaned, report = cleaning.clean(frame, spec.target, spec.task, spec.preprocessing)
     key = f"{ctx.prefix}/clean/data.parquet"
     ctx.ports.store.put_bytes(key, datasets.to_parquet(cleaned))
-    # The whole report (it can list thousands of dropped columns) beside the data; the state
-    # and the run record carry a bounded summary (Step Functions state: 256 KiB).
+    # The state and the run record carry counts; the names (one per column at worst) stay
+    # in the object store.
     report_key = f"{ctx.prefix}/clean/report.json"
-    ctx.ports.store.put_bytes(report_key, json.dumps(report, default=str).encode())
-    summary = _bounded(report)
-    result = {"key": key, "report": report_key, **summary}
+    ctx.ports.store.put_bytes(report_key, json.dumps(report).encode())
+    counts = {k: len(v) if isinstance(v, list) else v for k, v in report.items()}
+    # Warnings are a few sentences about the target, read by register: kept as text.
+    counts["warnings"] = [str(w)[:500] for w in report.get("warnings", [])[:20]]
+    result = {"key": key, "report_key": report_key, **counts}
     return StepResult(result, detail={"detail": result})
 
 
@@ -321,11 +325,14 @@ def quality_gate(ctx: StepContext) -> StepResult:
         ctx.ports, ctx.run_id, "evaluate", "SUCCEEDED",
         run_fields={"metrics": measured}, detail={"rows": report.get("rows")},
     )  # fmt: skip
+    # Only the archive's sha256 travels on: its signature and classes (one entry per column
+    # or class) are read from the report by Register, never carried in the state.
+    artefact = report.get("artefact") or {}
     result = {
         "metrics": measured,
         "passed": not failures,
         "failures": failures,
-        "artefact": report.get("artefact") or {},
+        "artefact": {"sha256": artefact.get("sha256"), "report": f"{output}/evaluation.json"},
     }
     return StepResult(result, status="SUCCEEDED" if not failures else None)
 
@@ -334,8 +341,11 @@ def quality_gate(ctx: StepContext) -> StepResult:
 def register(ctx: StepContext) -> StepResult:
     spec = ctx.spec
     key = ctx.event["train_job"]["outputs"]["model"]
-    facts = ctx.event["gate"]["artefact"]
-    if not facts.get("sha256"):
+    gate = ctx.event["gate"]["artefact"]
+    facts = gate
+    if "report" in gate:  # the state carries a reference (see quality_gate)
+        facts = json.loads(ctx.ports.store.get_bytes(gate["report"])).get("artefact") or {}
+    if not facts.get("sha256") or facts.get("sha256") != gate.get("sha256"):
         raise StepError("the evaluation did not report the model archive's sha256")
     name = spec.model_name or spec.name
     version = registry.register(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tarfile
 import threading
 import time
@@ -28,6 +29,21 @@ from chalicelib.ports import JobKind, JobRunner, JobSpec, JobStatus, ObjectStore
 from iac.local.launcher import Launcher, default_launcher
 
 JOBS_SOURCE_DIR = Path(__file__).resolve().parents[2] / "sagemaker_jobs"
+# The job environment `make jobs-venv` builds: the SageMaker image's Python and library
+# versions (sagemaker_jobs/mlcontract/image.py).
+JOBS_VENV_PYTHON = JOBS_SOURCE_DIR.parent / ".venv-jobs" / "bin" / "python"
+
+
+def job_python(configured: str | None = None) -> str:
+    """The interpreter job scripts run with: ``MLPIPE_JOB_PYTHON`` when set, else the job
+    environment when it exists, else this interpreter (same scikit-learn, other pandas)."""
+    if configured:
+        return configured
+    if JOBS_VENV_PYTHON.exists():
+        return str(JOBS_VENV_PYTHON)
+    return sys.executable
+
+
 INTERRUPTED = "Interrupted: the local stack stopped while this job ran"
 
 
@@ -38,10 +54,12 @@ class LocalJobRunner:
         store: ObjectStore,
         launcher: Launcher | None = None,
         long_poll_seconds: float = 5.0,
+        python: str | None = None,
     ) -> None:
         self.jobs_dir = jobs_dir
         self.store = store
-        self.launcher = launcher or default_launcher()
+        self.python = job_python(python)
+        self.launcher = launcher or default_launcher(python=self.python)
         self.long_poll_seconds = long_poll_seconds
         self._done: dict[str, threading.Event] = {}
         self._stopping: dict[str, str] = {}  # job name -> why it is being stopped

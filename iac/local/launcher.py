@@ -226,7 +226,7 @@ class ForkLauncher:
                 proc.wait()
 
 
-def default_launcher(kind: str = "fork") -> Launcher:
+def default_launcher(kind: str = "fork", python: str = sys.executable) -> Launcher:
     if kind == "fork" and hasattr(os, "fork"):
-        return ForkLauncher()
-    return SpawnLauncher()
+        return ForkLauncher(python)
+    return SpawnLauncher(python)

@@ -242,7 +242,7 @@ def _moto_client(endpoint: str, service: str) -> Any:
         region_name=REGION,
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106 - moto's dummy credentials
-        config=aws.CONFIG,
+        config=aws.config(),
     )
 
 
@@ -308,7 +308,10 @@ def _start(
         store=store,
         metadata=SqliteMetadata(settings.metadata_path),
         jobs=LocalJobRunner(
-            settings.jobs_dir, store, long_poll_seconds=settings.job_long_poll_seconds
+            settings.jobs_dir,
+            store,
+            long_poll_seconds=settings.job_long_poll_seconds,
+            python=settings.job_python,
         ),
         endpoints=LocalEndpointRuntime(data_dir / "endpoints", store),
         orchestrator=LocalOrchestrator(

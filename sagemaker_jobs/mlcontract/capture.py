@@ -42,7 +42,7 @@ def new_inference_id() -> str:
 
 
 def hour_path(endpoint: str, variant: str, when: _dt.datetime) -> str:
-    when = when.astimezone(_dt.UTC)
+    when = when.astimezone(_dt.timezone.utc)
     return f"{endpoint}/{variant}/{when:%Y/%m/%d/%H}"
 
 
@@ -52,7 +52,7 @@ def file_key(prefix: str, endpoint: str, variant: str, when: _dt.datetime, name:
 
 def hours(start: _dt.datetime, end: _dt.datetime) -> list[_dt.datetime]:
     """The UTC hours whose folders may hold records in ``[start, end)``."""
-    hour = start.astimezone(_dt.UTC).replace(minute=0, second=0, microsecond=0)
+    hour = start.astimezone(_dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
     out = []
     while hour < end:
         out.append(hour)
@@ -61,7 +61,9 @@ def hours(start: _dt.datetime, end: _dt.datetime) -> list[_dt.datetime]:
 
 
 def _iso(when: _dt.datetime) -> str:
-    return when.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        when.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _encode(body: bytes, content_type: str) -> tuple[str, str]:
@@ -133,10 +135,10 @@ def parse_line(line: str | bytes) -> Captured:
     data = doc["captureData"]
     when = _dt.datetime.fromisoformat(str(meta["inferenceTime"]).replace("Z", "+00:00"))
     if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.UTC)
+        when = when.replace(tzinfo=_dt.timezone.utc)
     return Captured(
         inference_id=str(meta.get("inferenceId") or meta["eventId"]),
-        time=when.astimezone(_dt.UTC),
+        time=when.astimezone(_dt.timezone.utc),
         input_body=_decode(data["endpointInput"]),
         input_content_type=str(data["endpointInput"].get("observedContentType") or scoring.JSON),
         output_body=_decode(data.get("endpointOutput") or {"data": "{}"}),

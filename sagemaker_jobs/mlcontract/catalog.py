@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Required, TypedDict, cast
+from typing import Final, TypedDict, cast
 
 TASKS: Final = ("classification", "regression")
 
@@ -56,7 +56,13 @@ PLATFORM_PARAMS: Final = frozenset({"n_jobs", "verbose", "warm_start", "copy_X"}
 CATALOG_PATH: Final = Path(__file__).with_name("algorithms.json")
 
 
-class Constraint(TypedDict, total=False):
+class _ConstraintKind(TypedDict):
+    kind: str
+
+
+# typing.Required is Python 3.11+ (the SageMaker image runs 3.10): the required key comes
+# from a total base class instead.
+class Constraint(_ConstraintKind, total=False):
     """One accepted form of a value; a value is valid if it satisfies any of a param's forms.
 
     kind "null": JSON null. kind "type": any value of ``type``. kind "options": one of
@@ -66,7 +72,6 @@ class Constraint(TypedDict, total=False):
     something else to scikit-learn, e.g. a count rather than a fraction), str, dict, list.
     """
 
-    kind: Required[str]
     type: str
     values: list[object]
     left: float | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import re
 from collections.abc import Iterable
 from typing import Final, Literal
 
@@ -67,3 +68,39 @@ def _is_int(kind: type) -> bool:
 
 def _is_float(kind: type) -> bool:
     return issubclass(kind, float | decimal.Decimal) or kind.__name__.startswith("float")
+
+
+# ISO 8601 as every entry point accepts it, on every Python version (datetime.fromisoformat
+# accepts more on 3.11 than on the 3.10 of the SageMaker image, so it cannot be the rule):
+# a calendar date with dashes, optionally a time and a UTC offset ("Z" or +HH[:MM]).
+ISO_DATETIME_PATTERN: Final = (
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
+    r"(Z|[+-]\d{2}(?::?\d{2})?)?"
+)
+_ISO = re.compile(ISO_DATETIME_PATTERN)
+
+
+def parse_iso_datetime(text: str) -> _dt.datetime | None:
+    """An ISO 8601 date or time as a naive UTC datetime (an offset is applied), or None when
+    the text is not one (or names an impossible date)."""
+    match = _ISO.fullmatch(text.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        value = _dt.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+            int(second or 0), micro,
+        )  # fmt: skip
+    except ValueError:
+        return None
+    if offset and offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        delta = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        if delta >= _dt.timedelta(hours=24):
+            return None
+        value -= sign * delta
+    return value

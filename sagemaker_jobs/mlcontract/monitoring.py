@@ -216,8 +216,10 @@ def parse_percentile(stat: str) -> float | None:
 
 def iso(ts: float | _dt.datetime) -> str:
     """Epoch seconds or an aware datetime -> ``2026-11-28T10:00:10.000Z``."""
-    when = ts if isinstance(ts, _dt.datetime) else _dt.datetime.fromtimestamp(ts, _dt.UTC)
-    return when.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    when = ts if isinstance(ts, _dt.datetime) else _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+    return (
+        when.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def parse_time(value: str | float | int | _dt.datetime) -> _dt.datetime:
@@ -225,14 +227,14 @@ def parse_time(value: str | float | int | _dt.datetime) -> _dt.datetime:
     if isinstance(value, _dt.datetime):
         when = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        when = _dt.datetime.fromtimestamp(float(value), _dt.UTC)
+        when = _dt.datetime.fromtimestamp(float(value), _dt.timezone.utc)
     elif isinstance(value, str):
         when = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     else:
         raise ValueError(f"not a time: {value!r}")
     if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.UTC)
-    return when.astimezone(_dt.UTC)
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.astimezone(_dt.timezone.utc)
 
 
 def dimensions(**names: str) -> list[dict[str, str]]:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import ast
 import copy
-import datetime as _dt
 import difflib
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from mlcontract import columns
 
 Kind = Literal["row", "learned"]
 Group = Literal["cleaning", "transform", "feature", "selection"]
@@ -1233,22 +1234,13 @@ def referenced_columns(steps: Iterable[Step]) -> set[str]:
 # --- datetimes ------------------------------------------------------------------------------
 
 # A calendar date with dashes, optionally a time and a UTC offset (no anchors: use fullmatch).
-ISO_DATETIME_PATTERN: Final = (
-    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
-)
+ISO_DATETIME_PATTERN: Final = columns.ISO_DATETIME_PATTERN
 _ISO_DATE: Final = re.compile(ISO_DATETIME_PATTERN)
 
 
-def parse_iso_datetime(text: str) -> _dt.datetime | None:
-    """What ``mlcontract.scoring`` accepts as a datetime value (``datetime.fromisoformat``,
-    ``Z`` for UTC), or None. Naive results are meant as UTC; aware ones are converted."""
-    try:
-        parsed = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(_dt.UTC).replace(tzinfo=None)
-    return parsed
+def parse_iso_datetime(text: str) -> Any:
+    """What mlcontract.scoring accepts as a datetime value: a naive UTC datetime, or None."""
+    return columns.parse_iso_datetime(text)
 
 
 def looks_like_datetime(text: str) -> bool:

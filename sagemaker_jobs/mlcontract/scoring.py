@@ -28,13 +28,14 @@ for missing, text as ``str`` or ``None``.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
 import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
+
+from mlcontract import columns
 
 JSON: Final = "application/json"
 CSV: Final = "text/csv"
@@ -205,10 +206,8 @@ def _to_datetime(name: str, row: int, value: Any, text: bool) -> str | None:
     parsed = _to_string(name, row, value, text)
     if parsed is None:
         return None
-    try:
-        _dt.datetime.fromisoformat(parsed.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise _bad(name, row, "an ISO 8601 date or time", value) from None
+    if columns.parse_iso_datetime(parsed) is None:
+        raise _bad(name, row, "an ISO 8601 date or time", value)
     return parsed
 
 

@@ -15,9 +15,19 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from chalicelib.adapters.s3 import S3ObjectStore
-from chalicelib.adapters.sagemaker import SageMakerEndpointRuntime, sagemaker_name
+from chalicelib.adapters.sagemaker import (
+    SageMakerEndpointRuntime,
+    config_resource_name,
+    model_resource_name,
+)
 from chalicelib.errors import NotFoundError
-from chalicelib.ports import Deployment, EndpointNotReadyError, ModelInputError
+from chalicelib.names import sagemaker_name
+from chalicelib.ports import (
+    Deployment,
+    EndpointNotReadyError,
+    ForeignResourceError,
+    ModelInputError,
+)
 from iac.local.endpoints import LocalEndpointRuntime
 from mlcontract.archive import sha256_of
 from tests.contract.conftest import (
@@ -255,7 +265,7 @@ def test_sagemaker_deploy_creates_model_config_and_endpoint(
     assert container["ModelDataUrl"] == sm_endpoints.store.uri("runs/r1/model/model.tar.gz")
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
 
-    endpoint = sm.describe_endpoint(EndpointName="iris-prod")
+    endpoint = sm.describe_endpoint(EndpointName="mlp-iris-prod")
     config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     (variant,) = config["ProductionVariants"]
     assert variant["ModelName"] == models[0]
@@ -269,11 +279,11 @@ def test_sagemaker_second_version_updates_the_endpoint(
 ) -> None:
     sm = sm_endpoints.sm
     sm_endpoints.deploy(_sm_deployment(1))
-    first = sm.describe_endpoint(EndpointName="iris-prod")["EndpointConfigName"]
+    first = sm.describe_endpoint(EndpointName="mlp-iris-prod")["EndpointConfigName"]
     sm_endpoints.deploy(_sm_deployment(2))
-    second = sm.describe_endpoint(EndpointName="iris-prod")["EndpointConfigName"]
+    second = sm.describe_endpoint(EndpointName="mlp-iris-prod")["EndpointConfigName"]
     assert second != first
-    assert sm.updates == [("iris-prod", second)]
+    assert sm.updates == [("mlp-iris-prod", second)]
     (variant,) = sm.describe_endpoint_config(EndpointConfigName=second)["ProductionVariants"]
     model = sm.describe_model(ModelName=variant["ModelName"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == sm_endpoints.store.uri(
@@ -285,21 +295,37 @@ def test_sagemaker_second_version_updates_the_endpoint(
 def test_sagemaker_redeploy_reuses_the_existing_model_and_config(
     sm_endpoints: SageMakerEndpointRuntime,
 ) -> None:
-    """A retried deploy finds its model and config (described first, never matched by an
-    error message) and only updates the endpoint. AWS's answers are stubbed in."""
+    """A retried deploy checks the endpoint is ours and idle, finds its model and config
+    (described first, never matched by an error message, and only reused when they carry our
+    owner tag) and only updates the endpoint. AWS's answers are stubbed in."""
     deployment = _sm_deployment(2)
-    model_name = sagemaker_name(deployment.model, f"v{deployment.version}")
-    config_name = sagemaker_name(deployment.endpoint, model_name)
+    model_name = model_resource_name(deployment.model, deployment.version)
+    config_name = config_resource_name(deployment.endpoint, deployment.model, deployment.version)
     arn = "arn:aws:sagemaker:us-east-1:123456789012"
     now = datetime.now(UTC)
+    ours = {"Tags": [{"Key": "mlpipe:owner", "Value": "mlpipe"}]}
     client = sm_endpoints.sm._client
     with Stubber(client) as stub:
+        stub.add_response(
+            "describe_endpoint",
+            {
+                "EndpointName": "mlp-iris-prod",
+                "EndpointArn": f"{arn}:endpoint/mlp-iris-prod",
+                "EndpointConfigName": config_name,
+                "EndpointStatus": "InService",
+                "CreationTime": now,
+                "LastModifiedTime": now,
+            },
+            {"EndpointName": "mlp-iris-prod"},
+        )
+        stub.add_response("list_tags", ours, {"ResourceArn": f"{arn}:endpoint/mlp-iris-prod"})
         stub.add_response(
             "describe_model",
             {"ModelName": model_name, "ModelArn": f"{arn}:model/{model_name}",
              "CreationTime": now},
             {"ModelName": model_name},
         )  # fmt: skip
+        stub.add_response("list_tags", ours, {"ResourceArn": f"{arn}:model/{model_name}"})
         stub.add_response(
             "describe_endpoint_config",
             {"EndpointConfigName": config_name,
@@ -309,30 +335,74 @@ def test_sagemaker_redeploy_reuses_the_existing_model_and_config(
             {"EndpointConfigName": config_name},
         )  # fmt: skip
         stub.add_response(
-            "describe_endpoint",
-            {
-                "EndpointName": "iris-prod",
-                "EndpointArn": f"{arn}:endpoint/iris-prod",
-                "EndpointConfigName": config_name,
-                "EndpointStatus": "InService",
-                "CreationTime": now,
-                "LastModifiedTime": now,
-            },
-            {"EndpointName": "iris-prod"},
+            "list_tags", ours, {"ResourceArn": f"{arn}:endpoint-config/{config_name}"}
         )
         stub.add_response(
             "update_endpoint",
-            {"EndpointArn": f"{arn}:endpoint/iris-prod"},
-            {"EndpointName": "iris-prod", "EndpointConfigName": config_name},
+            {"EndpointArn": f"{arn}:endpoint/mlp-iris-prod"},
+            {"EndpointName": "mlp-iris-prod", "EndpointConfigName": config_name},
         )
         sm_endpoints.sm = client  # the stubbed client itself (no moto UpdateEndpoint shim)
         sm_endpoints.deploy(deployment)
         stub.assert_no_pending_responses()
 
 
+def test_sagemaker_never_touches_an_endpoint_it_did_not_create(
+    sm_endpoints: SageMakerEndpointRuntime,
+) -> None:
+    """Another team's endpoint of the same name (no owner tag, or another stack's) is neither
+    updated nor deleted: the deploy and the delete are refused before any change."""
+    sm = sm_endpoints.sm
+    sm._client.create_model(
+        ModelName="their-model", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}
+    )
+    sm._client.create_endpoint_config(
+        EndpointConfigName="their-config",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "their-model",
+                             "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1}],
+    )  # fmt: skip
+    sm._client.create_endpoint(EndpointName="mlp-iris-prod", EndpointConfigName="their-config")
+    with pytest.raises(ForeignResourceError, match="not created by this service"):
+        sm_endpoints.deploy(_sm_deployment(1))
+    with pytest.raises(ForeignResourceError):
+        sm_endpoints.delete("iris-prod")
+    endpoint = sm.describe_endpoint(EndpointName="mlp-iris-prod")
+    assert endpoint["EndpointConfigName"] == "their-config"
+    assert sm.updates == []
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["their-model"]
+
+
+def test_sagemaker_busy_endpoint_is_not_ready(sm_endpoints: SageMakerEndpointRuntime) -> None:
+    """UpdateEndpoint on an endpoint that is Updating fails on AWS: refused before the call."""
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/mlp-iris-prod"
+    now = datetime.now(UTC)
+    client = sm_endpoints.sm._client
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_endpoint",
+            {"EndpointName": "mlp-iris-prod", "EndpointArn": arn, "EndpointConfigName": "c",
+             "EndpointStatus": "Updating", "CreationTime": now, "LastModifiedTime": now},
+            {"EndpointName": "mlp-iris-prod"},
+        )  # fmt: skip
+        stub.add_response(
+            "list_tags",
+            {"Tags": [{"Key": "mlpipe:owner", "Value": "mlpipe"}]},
+            {"ResourceArn": arn},
+        )
+        sm_endpoints.sm = client
+        with pytest.raises(EndpointNotReadyError, match="Updating"):
+            sm_endpoints.deploy(_sm_deployment(2))
+        stub.assert_no_pending_responses()
+
+
 def test_sagemaker_deploy_propagates_other_errors(sm_endpoints: SageMakerEndpointRuntime) -> None:
     client = sm_endpoints.sm._client
     with Stubber(client) as stub:
+        stub.add_client_error(
+            "describe_endpoint",
+            service_error_code="ValidationException",
+            service_message="Could not find endpoint",
+        )
         stub.add_client_error(
             "describe_model",
             service_error_code="ValidationException",

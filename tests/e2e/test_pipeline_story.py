@@ -234,7 +234,7 @@ def test_training_failure_names_the_step_and_the_reason(api: Api) -> None:
             "task": "classification",
             "model": {
                 "algorithm": "logistic_regression",
-                "hyperparameters": {"solver": "lbfgs", "l1_ratio": 1.0},
+                "hyperparameters": {"solver": "lbfgs", "penalty": "l1"},
             },
         },
     )

@@ -467,23 +467,43 @@ def test_pass_role_only_for_the_sagemaker_role_to_sagemaker(resources: dict[str,
     assert condition == "sagemaker.amazonaws.com"
 
 
-def test_sagemaker_jobs_are_scoped_to_the_job_name_prefix(resources: dict[str, Any]) -> None:
+def test_sagemaker_access_is_scoped_to_the_mlp_prefix_and_our_tag(
+    resources: dict[str, Any],
+) -> None:
+    """Every SageMaker resource the functions may touch is named mlp-*; creating needs our
+    owner tag on the request, changing or deleting an endpoint needs it on the resource."""
     prefix = job_name("RUNID", "STATE", 1).split("RUNID", 1)[0]
     assert prefix == "mlp-", prefix  # SageMaker ARNs hold lower-cased names
     statements = role_statements(resources, FUNCTIONS_ROLE)
-    for action, kind in (
-        ("sagemaker:CreateTrainingJob", "training-job"),
-        ("sagemaker:DescribeTrainingJob", "training-job"),
-        ("sagemaker:CreateProcessingJob", "processing-job"),
-        ("sagemaker:DescribeProcessingJob", "processing-job"),
+    for statement in statements:
+        if not any(a.startswith("sagemaker:") for a in as_list(statement["Action"])):
+            continue
+        for resource in as_list(statement["Resource"]):
+            assert re.search(r":[a-z-]+/mlp-\*$", sub_text(resource)), statement["Sid"]
+    owner = {"Ref": "AWS::StackName"}
+    for action, key in (
+        ("sagemaker:CreateEndpoint", "aws:RequestTag/mlpipe:owner"),
+        ("sagemaker:CreateModel", "aws:RequestTag/mlpipe:owner"),
+        ("sagemaker:UpdateEndpoint", "aws:ResourceTag/mlpipe:owner"),
+        ("sagemaker:DeleteEndpoint", "aws:ResourceTag/mlpipe:owner"),
     ):
         (statement,) = statements_with_action(statements, action)
-        for resource in as_list(statement["Resource"]):
-            assert sub_text(resource).endswith(f":{kind}/{prefix}*"), action
+        assert statement["Condition"]["StringEquals"][key] == owner, action
     for _, statement in iam_statements(resources):
         for resource in as_list(statement["Resource"]):
             if isinstance(resource, dict) and "Fn::Sub" in resource:
                 assert ":sagemaker:*" not in sub_text(resource)
+
+
+def test_functions_cannot_write_the_job_code(resources: dict[str, Any]) -> None:
+    statements = role_statements(resources, FUNCTIONS_ROLE)
+    for statement in statements_with_action(statements, "s3:PutObject"):
+        paths = [sub_text(r).removeprefix("${" + BUCKET + ".Arn}") for r in as_list(
+            statement["Resource"])]  # fmt: skip
+        if statement["Effect"] == "Allow":
+            assert all(p in ("/datasets/*", "/runs/*") for p in paths), paths
+        else:
+            assert paths == ["/code/*"]
 
 
 def test_lambda_data_access_is_this_stacks_bucket_and_table(resources: dict[str, Any]) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import NotFoundError
+from chalicelib.names import SAGEMAKER_PREFIX, sagemaker_name
 from chalicelib.ports import (
     Deployment,
     EndpointNotReadyError,
+    ForeignResourceError,
     JobKind,
     JobSpec,
     JobState,
@@ -20,6 +20,11 @@ from chalicelib.ports import (
     ModelInputError,
     ObjectStore,
 )
+
+# Every SageMaker resource the service creates carries this tag, valued with the stack that
+# created it; UpdateEndpoint and DeleteEndpoint are only ever called on endpoints that carry
+# ours (the functions' IAM policy requires the same tag).
+OWNER_TAG = "mlpipe:owner"
 
 _SM_STATE: dict[str, JobState] = {
     "InProgress": "InProgress",
@@ -42,6 +47,7 @@ class SageMakerJobRunner:
         image_uri: str,
         code_prefix: str,
         instance_type: str,
+        owner: str = "mlpipe",
     ) -> None:
         self.sm = sagemaker
         self.store = store
@@ -49,6 +55,7 @@ class SageMakerJobRunner:
         self.image_uri = image_uri
         self.code_prefix = code_prefix.rstrip("/")  # holds sourcedir.tar.gz and the scripts
         self.instance_type = instance_type
+        self.tags = [{"Key": OWNER_TAG, "Value": owner}]
 
     def start(self, spec: JobSpec) -> None:
         try:
@@ -122,6 +129,7 @@ class SageMakerJobRunner:
                 "VolumeSizeInGB": 10,
             },
             StoppingCondition={"MaxRuntimeInSeconds": spec.max_runtime_seconds},
+            Tags=self.tags,
         )
 
     def _start_processing(self, spec: JobSpec) -> None:
@@ -190,6 +198,7 @@ class SageMakerJobRunner:
                 }
             },
             StoppingCondition={"MaxRuntimeInSeconds": spec.max_runtime_seconds},
+            Tags=self.tags,
         )
 
     def describe(self, name: str, kind: JobKind) -> JobStatus:
@@ -214,13 +223,21 @@ class SageMakerJobRunner:
         return JobStatus(name, state, desc.get("FailureReason"), outputs)
 
 
-def sagemaker_name(*parts: str) -> str:
-    """SageMaker names allow [a-zA-Z0-9-] only, at most 63 chars; keep them unique."""
-    raw = "-".join(parts)
-    clean = re.sub(r"[^a-zA-Z0-9-]", "-", raw).strip("-")
-    if clean != raw or len(clean) > 63:
-        clean = f"{clean[:54]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
-    return clean
+# An endpoint in one of these states refuses UpdateEndpoint (ValidationException on AWS).
+BUSY = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+
+
+def endpoint_resource_name(endpoint: str) -> str:
+    """The SageMaker endpoint behind the API's endpoint ``endpoint``: ``mlp-<endpoint>``."""
+    return SAGEMAKER_PREFIX + endpoint
+
+
+def model_resource_name(model: str, version: int) -> str:
+    return sagemaker_name(SAGEMAKER_PREFIX.rstrip("-"), model, f"v{version}")
+
+
+def config_resource_name(endpoint: str, model: str, version: int) -> str:
+    return sagemaker_name(SAGEMAKER_PREFIX.rstrip("-"), endpoint, model, f"v{version}")
 
 
 class SageMakerEndpointRuntime:
@@ -233,6 +250,7 @@ class SageMakerEndpointRuntime:
         role_arn: str,
         image_uri: str,
         instance_type: str,
+        owner: str = "mlpipe",
     ) -> None:
         self.sm = sagemaker
         self.runtime = runtime
@@ -240,20 +258,62 @@ class SageMakerEndpointRuntime:
         self.role_arn = role_arn
         self.image_uri = image_uri
         self.instance_type = instance_type
+        self.owner = owner
 
-    def _exists(self, describe: Any, **name: str) -> bool:
+    @property
+    def _tags(self) -> list[dict[str, str]]:
+        return [{"Key": OWNER_TAG, "Value": self.owner}]
+
+    def _owner_of(self, arn: str) -> str | None:
+        tags = self.sm.list_tags(ResourceArn=arn).get("Tags", [])
+        return next((t["Value"] for t in tags if t["Key"] == OWNER_TAG), None)
+
+    def _check_owned(self, endpoint: str, arn: str) -> None:
+        """Refuse to change an endpoint this service (this stack) did not create."""
+        if self._owner_of(arn) != self.owner:
+            raise ForeignResourceError(
+                f"a SageMaker endpoint named {endpoint_resource_name(endpoint)!r} exists but was "
+                f"not created by this service ({OWNER_TAG}={self.owner!r}); choose another name"
+            )
+
+    def _describe_endpoint(self, endpoint: str) -> dict[str, Any] | None:
         try:
-            describe(**name)
+            desc: dict[str, Any] = self.sm.describe_endpoint(
+                EndpointName=endpoint_resource_name(endpoint)
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return None
+            raise
+        return desc
+
+    def _exists(self, describe: Any, arn_key: str, **name: str) -> bool:
+        """Whether the model/config exists; one another stack created is never reused."""
+        try:
+            desc = describe(**name)
         except ClientError as exc:
             if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
                 return False
             raise
+        if self._owner_of(desc[arn_key]) != self.owner:
+            raise ForeignResourceError(
+                f"SageMaker resource {next(iter(name.values()))!r} exists but was not created "
+                f"by this service ({OWNER_TAG}={self.owner!r})"
+            )
         return True
 
     def deploy(self, deployment: Deployment) -> None:
-        model_name = sagemaker_name(deployment.model, f"v{deployment.version}")
+        # Ownership and readiness first: nothing is created for an endpoint we may not change.
+        current = self._describe_endpoint(deployment.endpoint)
+        if current is not None:
+            self._check_owned(deployment.endpoint, current["EndpointArn"])
+            if current["EndpointStatus"] in BUSY:
+                raise EndpointNotReadyError(
+                    f"endpoint {deployment.endpoint!r} is {current['EndpointStatus']}"
+                )
+        model_name = model_resource_name(deployment.model, deployment.version)
         # Models and configs are immutable and named by content: create each once.
-        if not self._exists(self.sm.describe_model, ModelName=model_name):
+        if not self._exists(self.sm.describe_model, "ModelArn", ModelName=model_name):
             self.sm.create_model(
                 ModelName=model_name,
                 ExecutionRoleArn=self.role_arn,
@@ -265,9 +325,14 @@ class SageMakerEndpointRuntime:
                         "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                     },
                 },
+                Tags=self._tags,
             )
-        config_name = sagemaker_name(deployment.endpoint, model_name)
-        if not self._exists(self.sm.describe_endpoint_config, EndpointConfigName=config_name):
+        config_name = config_resource_name(
+            deployment.endpoint, deployment.model, deployment.version
+        )
+        if not self._exists(
+            self.sm.describe_endpoint_config, "EndpointConfigArn", EndpointConfigName=config_name
+        ):
             self.sm.create_endpoint_config(
                 EndpointConfigName=config_name,
                 ProductionVariants=[
@@ -278,20 +343,28 @@ class SageMakerEndpointRuntime:
                         "InitialInstanceCount": 1,
                     }
                 ],
+                Tags=self._tags,
             )
-        if self.status(deployment.endpoint) == "NotFound":
-            self.sm.create_endpoint(
-                EndpointName=deployment.endpoint, EndpointConfigName=config_name
-            )
-        else:
-            self.sm.update_endpoint(
-                EndpointName=deployment.endpoint, EndpointConfigName=config_name
-            )
+        name = endpoint_resource_name(deployment.endpoint)
+        try:
+            if current is None:
+                self.sm.create_endpoint(
+                    EndpointName=name, EndpointConfigName=config_name, Tags=self._tags
+                )
+            else:
+                self.sm.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
+        except ClientError as exc:
+            # Raced with another change (Creating/Updating since we looked): try again later.
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceInUse"):
+                raise EndpointNotReadyError(
+                    f"endpoint {deployment.endpoint!r} cannot take a new version now"
+                ) from None
+            raise
 
     def invoke(self, endpoint: str, body: bytes, content_type: str) -> bytes:
         try:
             resp = self.runtime.invoke_endpoint(
-                EndpointName=endpoint,
+                EndpointName=endpoint_resource_name(endpoint),
                 Body=body,
                 ContentType=content_type,
                 Accept="application/json",
@@ -308,12 +381,12 @@ class SageMakerEndpointRuntime:
         return bytes(resp["Body"].read())
 
     def status(self, endpoint: str) -> str:
-        try:
-            return str(self.sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"])
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ValidationException":
-                return "NotFound"
-            raise
+        desc = self._describe_endpoint(endpoint)
+        return "NotFound" if desc is None else str(desc["EndpointStatus"])
 
     def delete(self, endpoint: str) -> None:
-        self.sm.delete_endpoint(EndpointName=endpoint)
+        desc = self._describe_endpoint(endpoint)
+        if desc is None:
+            return
+        self._check_owned(endpoint, desc["EndpointArn"])
+        self.sm.delete_endpoint(EndpointName=endpoint_resource_name(endpoint))

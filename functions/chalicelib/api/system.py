@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import openapi
+from chalicelib import openapi, runtime
 from chalicelib.api import Api
-from chalicelib.runtime import ports
 from mlcontract import catalog
 
 api = Api(__name__)
@@ -19,7 +18,7 @@ def health() -> dict[str, Any]:
     Locally ``aws_endpoint_url`` is the embedded stack's AWS API (Step Functions, Lambda,
     S3), which the AWS CLI can be pointed at with ``--endpoint-url``.
     """
-    settings = ports().settings
+    settings = runtime.settings()  # no AWS client is made for a health check
     return {
         "status": "ok",
         "profile": settings.profile,
