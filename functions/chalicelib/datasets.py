@@ -30,6 +30,8 @@ from mlcontract import columns
 if TYPE_CHECKING:
     import pandas as pd
 
+    from chalicelib.contracts import Contract
+
 log = logging.getLogger("mlpipe.datasets")
 
 MAX_COLUMNS = 2000
@@ -284,7 +286,18 @@ UPLOAD_FORMATS = {
 
 
 def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
-    return _store_version(ports, req.name, req.format, req.source.type, _read_source(ports, req))
+    if isinstance(req.source, InlineSource | FileSource):
+        frame = parse_table(_read_source(ports, req), req.format)
+        lineage: dict[str, Any] = {"type": req.source.type}
+        if isinstance(req.source, FileSource):
+            lineage["path"] = req.source.path
+    else:
+        from chalicelib import sources
+
+        frame, lineage = sources.read(ports.settings, req.source, req.format, parse_table)
+        validate_frame(frame)
+        _reject_nested(frame)
+    return _store_frame(ports, req.name, req.format, lineage, frame, req.contract)
 
 
 def upload(ports: Ports, name: str, raw: bytes, content_type: str) -> dict[str, Any]:
@@ -312,13 +325,35 @@ def store_version(
 def _store_version(
     ports: Ports, name: str, fmt: str, source_type: str, raw: bytes
 ) -> dict[str, Any]:
-    frame = parse_table(raw, fmt)
-    from chalicelib import cleaning
+    return _store_frame(ports, name, fmt, {"type": source_type}, parse_table(raw, fmt), None)
+
+
+def _store_frame(
+    ports: Ports,
+    name: str,
+    fmt: str,
+    lineage: dict[str, Any],
+    frame: pd.DataFrame,
+    contract: Contract | None,
+) -> dict[str, Any]:
+    """Check the contract (the one given, else the dataset's), profile, and write the
+    version. Nothing is written before every check passed; a failed write leaves no
+    version and no bytes."""
+    from chalicelib import cleaning, contracts
 
     frame, _ = cleaning.type_datetime_columns(frame)  # ISO 8601 text columns are datetimes
+    if contract is None:
+        stored = ports.metadata.get(tables.DATASETS, name)
+        if stored is not None and stored.item.get("contract"):
+            contract = contracts.Contract.model_validate(stored.item["contract"])
+    quarantined = None
+    if contract is not None:
+        frame, quarantined = contracts.check(frame, contract)
     stats = profile(frame)
     data = to_parquet(frame)
+    bad_rows = to_parquet(quarantined) if quarantined is not None and len(quarantined) else None
     profile_bytes = json.dumps(stats, allow_nan=False).encode()
+    lineage = {**lineage, "ingested_at": now_iso()}
     written: list[str] = []
 
     def attempt() -> dict[str, Any]:
@@ -333,13 +368,21 @@ def _store_version(
         ports.store.put_bytes(key, data)
         # The profile lives beside the data: with many columns it outgrows a metadata item.
         ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
+        extra: dict[str, Any] = {}
+        if contract is not None:
+            extra["contract"] = {"policy": contract.policy, "quarantined_rows": 0}
+        if bad_rows is not None:
+            ports.store.put_bytes(f"{folder}/quarantine.parquet", bad_rows)
+            extra["quarantine_key"] = f"{folder}/quarantine.parquet"
+            extra["contract"]["quarantined_rows"] = len(quarantined)  # type: ignore[arg-type]
         now = now_iso()
         record = {
             "name": name,
             "version": version,
             "status": "READY",
             "format": fmt,
-            "source": {"type": source_type},
+            "source": lineage,
+            **extra,
             "key": key,
             "folder": folder,
             "profile_key": f"{folder}/profile.json",
@@ -357,6 +400,8 @@ def _store_version(
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }
+        if contract is not None:
+            head_item["contract"] = contract.model_dump(exclude_none=True)
         ports.metadata.put_many(
             [
                 Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
@@ -451,7 +496,7 @@ def delete(ports: Ports, name: str, version: int | None = None) -> dict[str, Any
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
-    return {
+    out = {
         "name": record["name"],
         "version": record["version"],
         "status": record["status"],
@@ -459,6 +504,18 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "columns": record["columns"] if "columns" in record else len(record["schema"]),
         "created_at": record["created_at"],
     }
+    if "contract" in record:
+        out["quarantined_rows"] = record["contract"]["quarantined_rows"]
+    return out
+
+
+def quarantine(ports: Ports, name: str, version: int) -> bytes:
+    """The rows of a version that broke its contract, as Parquet."""
+    record = get_version(ports, name, version)
+    key = record.get("quarantine_key")
+    if not key:
+        raise NotFoundError(f"dataset {name!r} v{version} has no quarantined rows")
+    return ports.store.get_bytes(key)
 
 
 def get_version(ports: Ports, name: str, version: int | None = None) -> dict[str, Any]:

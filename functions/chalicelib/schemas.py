@@ -13,7 +13,9 @@ from pydantic import (
     model_validator,
 )
 
+from chalicelib.contracts import Contract
 from chalicelib.names import EndpointName, Name
+from chalicelib.sources.models import HttpSource, S3Source, SqlSource
 from mlcontract import catalog, metrics
 from mlcontract import preprocessing as prep
 
@@ -42,7 +44,9 @@ class FileSource(Strict):
     )
 
 
-DatasetSource = Annotated[InlineSource | FileSource, Field(discriminator="type")]
+DatasetSource = Annotated[
+    InlineSource | FileSource | SqlSource | S3Source | HttpSource, Field(discriminator="type")
+]
 DatasetFormat = Literal["csv", "parquet", "json", "jsonl"]
 
 
@@ -50,6 +54,10 @@ class DatasetCreate(Strict):
     name: Name
     source: DatasetSource
     format: DatasetFormat = "csv"
+    contract: Contract | None = Field(
+        default=None,
+        description="Column rules checked on this and every later version (chalicelib/contracts.py).",
+    )
 
 
 # --- pipelines ----------------------------------------------------------------------------

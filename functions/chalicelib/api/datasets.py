@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import datasets
+from chalice import Response
+
 from chalicelib.api import Api, request_bytes
 from chalicelib.runtime import ports
 from chalicelib.schemas import DatasetCreate
@@ -23,7 +25,12 @@ _UPLOAD_BODY = {
 
 @api.operation("/datasets", "POST", status=201, body=DatasetCreate, errors=(409, 507))
 def create_dataset(body: DatasetCreate) -> dict[str, Any]:
-    """Ingest a dataset version from an inline or file source."""
+    """Ingest a dataset version from an inline, file, sql, s3 or http source.
+
+    An optional data contract is checked on this version and kept for later ones; policy
+    reject answers 400 ContractViolation with a report per rule, quarantine stores the bad
+    rows apart (GET .../quarantine).
+    """
     return datasets.create(ports(), body)
 
 
@@ -78,3 +85,18 @@ def get_dataset_version(name: str, version: int) -> dict[str, Any]:
 def delete_dataset_version(name: str, version: int) -> dict[str, Any]:
     """Delete one dataset version and its data (409 while a pipeline pins it)."""
     return datasets.delete(ports(), name, version)
+
+
+@api.operation(
+    "/datasets/{name}/versions/{version}/quarantine",
+    "GET",
+)
+def get_dataset_quarantine(name: str, version: int) -> Response:
+    """The rows of a version that broke its contract (policy quarantine), as CSV."""
+    import io
+
+    import pandas as pd
+
+    raw = datasets.quarantine(ports(), name, version)
+    text = pd.read_parquet(io.BytesIO(raw)).to_csv(index=False)
+    return Response(body=text, status_code=200, headers={"Content-Type": "text/csv"})

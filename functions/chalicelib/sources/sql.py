@@ -1,0 +1,169 @@
+"""``sql`` sources: a table or a SELECT from SQLite, PostgreSQL (psycopg) or MySQL/MariaDB
+(PyMySQL), read in chunks through a server-side cursor and streamed to Parquet part files,
+so the database result never sits whole in Python objects.
+
+The password comes from the credentials reference at connect time and is scrubbed from any
+error message; the URL recorded in the lineage is the one the caller sent (no password).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.errors import BadRequestError
+from chalicelib.settings import Settings
+from chalicelib.sources import credentials
+from chalicelib.sources.models import SQL_DIALECTS, SqlSource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("mlpipe.sources.sql")
+
+CONNECT_TIMEOUT = 10
+
+
+def read(settings: Settings, source: SqlSource) -> tuple[pa.Table, dict[str, Any]]:
+    """The whole result as one Arrow table (assembled from the streamed part files), and
+    the lineage to record."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(source.url)
+    except (ArgumentError, ValueError):
+        raise BadRequestError("source.url is not a valid SQLAlchemy URL") from None
+    if url.password is not None:
+        raise BadRequestError("source.url must not contain a password; use credentials")
+    lineage: dict[str, Any] = {
+        "type": "sql",
+        "url": url.render_as_string(hide_password=True),
+        **({"table": source.table} if source.table else {"query": source.query}),
+        **(
+            {"credentials": source.credentials.model_dump()}  # the reference, not the value
+            if source.credentials
+            else {}
+        ),
+    }
+    url = url.set(drivername=SQL_DIALECTS[url.drivername])
+    secret: str | None = None
+    if source.credentials is not None:
+        user, secret = credentials.resolve(settings, source.credentials)
+        url = url.set(password=secret, **({"username": user} if user else {}))
+    if url.drivername == "sqlite":
+        _check_sqlite(settings, url.database)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlpipe-sql-") as tmp:
+            parts = _stream(url, source, Path(tmp))
+            if not parts:
+                raise BadRequestError("the query returned no rows")
+            tables = [pq.read_table(p) for p in parts]
+            table = pa.concat_tables(tables, promote_options="permissive")
+    except BadRequestError:
+        raise
+    except Exception as exc:  # driver and SQLAlchemy errors: their text, scrubbed
+        message = _scrub(_message(exc), secret)
+        log.info("sql source %s failed: %s", lineage["url"], message)
+        raise BadRequestError(f"could not read from the database: {message}") from None
+    lineage["chunks"] = len(parts)
+    return table, lineage
+
+
+def _check_sqlite(settings: Settings, database: str | None) -> None:
+    """A SQLite file is a file: the same allowed roots as the ``file`` source."""
+    if not database or database == ":memory:":
+        raise BadRequestError("a sqlite url must name a database file (sqlite:////path/db)")
+    resolved = Path(database).resolve()
+    roots = settings.allowed_file_roots
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise BadRequestError(
+            f"sqlite database {database!r} is outside the allowed file roots "
+            f"({', '.join(map(str, roots))}; set MLPIPE_FILE_ROOTS to widen them)"
+        )
+    if not resolved.is_file():
+        raise BadRequestError(f"sqlite database {database!r} not found")
+
+
+def _stream(url: Any, source: SqlSource, folder: Path) -> list[Path]:
+    """Fetch ``chunk_rows`` at a time from a server-side cursor (psycopg: a named cursor;
+    PyMySQL: SSCursor; SQLite reads lazily anyway) and write each chunk as a Parquet part."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy import create_engine, select, table, text
+    from sqlalchemy.pool import NullPool
+
+    connect_args: dict[str, Any] = {}
+    if url.drivername.startswith("postgresql"):
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT}
+    elif "pymysql" in url.drivername:
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    if source.table is not None:
+        schema, _, name = source.table.rpartition(".")
+        stmt: Any = select(text("*")).select_from(table(name, schema=schema or None))
+    else:
+        stmt = text(source.query or "")
+    parts: list[Path] = []
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(stream_results=True, max_row_buffer=source.chunk_rows)
+            result = conn.execute(stmt)
+            keys = list(result.keys())
+            if len(set(keys)) != len(keys):
+                raise BadRequestError(f"the result's column names repeat: {keys}")
+            while True:
+                rows = result.fetchmany(source.chunk_rows)
+                if not rows:
+                    break
+                frame = pd.DataFrame.from_records(rows, columns=keys, coerce_float=True)
+                frame = _plain_types(frame)
+                path = folder / f"part-{len(parts):05d}.parquet"
+                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+                parts.append(path)
+            result.close()
+    finally:
+        engine.dispose()
+    return parts
+
+
+def _plain_types(frame: Any) -> Any:
+    """Decimal -> float, bytes -> refused, UUID -> text: the types a dataset holds."""
+    import decimal
+    import uuid
+
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        sample = column.dropna()
+        if sample.empty:
+            continue
+        first = sample.iloc[0]
+        if isinstance(first, decimal.Decimal):
+            frame[name] = column.map(lambda v: None if v is None else float(v)).astype("float64")
+        elif isinstance(first, uuid.UUID):
+            frame[name] = column.map(lambda v: None if v is None else str(v))
+        elif isinstance(first, bytes | bytearray | memoryview):
+            raise BadRequestError(f"column {name[:40]!r} holds binary data; cast or drop it")
+    return frame
+
+
+def _message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc)
+    text = text.split("[SQL:")[0]
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:300] or type(exc).__name__
+
+
+def _scrub(message: str, secret: str | None) -> str:
+    if secret:
+        message = message.replace(secret, "***")
+    return message
