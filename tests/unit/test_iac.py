@@ -511,6 +511,11 @@ def test_lambda_data_access_is_this_stacks_bucket_and_table(resources: dict[str,
     seen: set[str] = set()
     for statement in role_statements(resources, FUNCTIONS_ROLE):
         services = {a.split(":", 1)[0] for a in as_list(statement["Action"])}
+        if statement.get("Sid") in ("ReadSourceBuckets", "ReadSourceObjects"):
+            # "s3" dataset sources: read-only, on the operator's DataSourceBuckets only.
+            assert set(as_list(statement["Action"])) <= {"s3:ListBucket", "s3:GetObject"}
+            assert "DataSourceBuckets" in references(statement["Resource"])
+            continue
         for service, owner in owners.items():
             if service in services:
                 seen.add(service)
