@@ -119,7 +119,7 @@ def _schema(contract: Contract, *, types_only: bool = False) -> Any:
     return pa.DataFrameSchema(columns, strict=contract.strict)
 
 
-def _failures(schema: Any, frame: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+def _failures(schema: Any, frame: pd.DataFrame) -> tuple[Any, Any]:
     """(validated frame or None, failure cases or None)."""
     import pandera.errors as pe
 
@@ -199,7 +199,7 @@ def _report(cases: pd.DataFrame) -> list[dict[str, Any]]:
             {
                 "column": column or None,
                 "check": rule,
-                "failures": int(len(group)),
+                "failures": len(group),
                 "examples": examples,
             }
         )

@@ -353,7 +353,6 @@ def _store_frame(
     data = to_parquet(frame)
     bad_rows = to_parquet(quarantined) if quarantined is not None and len(quarantined) else None
     profile_bytes = json.dumps(stats, allow_nan=False).encode()
-    lineage = {**lineage, "ingested_at": now_iso()}
     written: list[str] = []
 
     def attempt() -> dict[str, Any]:

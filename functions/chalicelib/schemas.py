@@ -56,7 +56,7 @@ class DatasetCreate(Strict):
     format: DatasetFormat = "csv"
     contract: Contract | None = Field(
         default=None,
-        description="Column rules checked on this and every later version (chalicelib/contracts.py).",
+        description="Column rules checked on this and every later version (see contracts.py).",
     )
 
 

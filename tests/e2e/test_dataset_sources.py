@@ -25,7 +25,7 @@ def _client(api: Api, service: str) -> Any:
     endpoint = api.ok("GET", "/health")["aws_endpoint_url"]
     return boto3.session.Session().client(
         service, endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="local", aws_secret_access_key="local",  # noqa: S106
+        aws_access_key_id="local", aws_secret_access_key="local",
     )  # fmt: skip
 
 
@@ -48,11 +48,17 @@ def test_s3_object_prefix_and_partitioned_dataset(local_stack: stack.LocalStack,
         s3.put_object(Bucket="user-data", Key=f"lake/region={region}/part-0.parquet",
                       Body=_parquet(part))  # fmt: skip
 
-    one = api.ok("POST", "/datasets", {
-        "name": "s3one", "source": {"type": "s3", "uri": "s3://user-data/one/sales.csv"}})
+    one = api.ok(
+        "POST",
+        "/datasets",
+        {"name": "s3one", "source": {"type": "s3", "uri": "s3://user-data/one/sales.csv"}},
+    )
     assert one["rows"] == 3
-    prefix = api.ok("POST", "/datasets", {
-        "name": "s3daily", "source": {"type": "s3", "uri": "s3://user-data/daily/"}})
+    prefix = api.ok(
+        "POST",
+        "/datasets",
+        {"name": "s3daily", "source": {"type": "s3", "uri": "s3://user-data/daily/"}},
+    )
     assert prefix["rows"] == 30
     lake = api.ok("POST", "/datasets", {"name": "s3lake", "format": "parquet", "source": {
         "type": "s3", "uri": "s3://user-data/lake/", "dataset": True}})  # fmt: skip
@@ -64,14 +70,23 @@ def test_s3_object_prefix_and_partitioned_dataset(local_stack: stack.LocalStack,
     top = next(c for c in version["profile"]["columns"] if c["name"] == "region")["top"]
     assert top == {"north": 3, "south": 3}
 
-    status, error = api.call("POST", "/datasets", {
-        "name": "s3none", "source": {"type": "s3", "uri": "s3://user-data/absent.csv"}})
+    status, error = api.call(
+        "POST",
+        "/datasets",
+        {"name": "s3none", "source": {"type": "s3", "uri": "s3://user-data/absent.csv"}},
+    )
     assert status == 404 and "absent.csv" in error["Message"]
-    status, error = api.call("POST", "/datasets", {
-        "name": "s3none", "source": {"type": "s3", "uri": "s3://no-such-bucket/x.csv"}})
+    status, error = api.call(
+        "POST",
+        "/datasets",
+        {"name": "s3none", "source": {"type": "s3", "uri": "s3://no-such-bucket/x.csv"}},
+    )
     assert status == 404, error
-    status, error = api.call("POST", "/datasets", {
-        "name": "s3none", "source": {"type": "s3", "uri": "http://user-data/x.csv"}})
+    status, error = api.call(
+        "POST",
+        "/datasets",
+        {"name": "s3none", "source": {"type": "s3", "uri": "http://user-data/x.csv"}},
+    )
     assert status == 400 and "source.s3.uri" in error["Message"], error
 
 

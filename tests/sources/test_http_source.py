@@ -3,6 +3,7 @@ MLPIPE_HTTP_ALLOW, as an operator would), and the guard's refusals without it.""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -46,12 +47,10 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k.replace("_", "-"), v)
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         Handler.requests.append(self.path)
         parts = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -85,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(json.dumps(body).encode(), "application/json")
         elif parts.path == "/forever":  # always a next page
             n = int(q.get("p", "1"))
-            self._send(b"[{\"a\": 1}]", "application/json", Link=f'</forever?p={n + 1}>; rel="next"')
+            self._send(b'[{"a": 1}]', "application/json", Link=f'</forever?p={n + 1}>; rel="next"')
         elif parts.path == "/redirect":
             self._send(b"", "text/plain", 302, Location=q["to"])
         elif parts.path == "/big":
@@ -157,16 +156,16 @@ def test_page_cap_timeout_size_cap_and_http_errors(
     server: str, allowed: Ports, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     forever = {"url": f"{server}/forever", "pagination": {"type": "link_header"}, "max_pages": 5}
-    with pytest.raises(BadRequestError, match="more than max_pages=5 pages"):
+    with pytest.raises(BadRequestError, match=r"more than max_pages=5 pages"):
         ingest(allowed, forever, "json")
-    with pytest.raises(BadRequestError, match="did not answer within 0.5 s"):
+    with pytest.raises(BadRequestError, match=r"did not answer within 0\.5 s"):
         ingest(allowed, {"url": f"{server}/slow", "timeout_seconds": 0.5})
     with pytest.raises(BadRequestError, match="HTTP 404"):
         ingest(allowed, {"url": f"{server}/missing.csv"})
     small = make_ports(allowed.settings.data_dir, http_max_bytes=100_000)
     with pytest.raises(PayloadTooLargeError, match="larger than 100000 bytes"):
         ingest(small, {"url": f"{server}/big"})
-    with pytest.raises(BadRequestError, match="records_path 'data.nope' is not in"):
+    with pytest.raises(BadRequestError, match=r"records_path 'data\.nope' is not in"):
         ingest(allowed, {"url": f"{server}/nested", "records_path": "data.nope"}, "json")
     assert allowed.metadata.get("DATASETS", "web") is None  # nothing half-written
 
@@ -198,7 +197,7 @@ def test_guard_resolves_names_and_follows_redirects(
     monkeypatch.delenv("MLPIPE_HTTP_ALLOW", raising=False)
     closed = make_ports(tmp_path)
     # A DNS name that resolves to loopback: refused after resolution, nothing sent.
-    with pytest.raises(BadRequestError, match="'localhost' resolves to .*loopback"):
+    with pytest.raises(BadRequestError, match=r"'localhost' resolves to .*loopback"):
         ingest(closed, {"url": f"http://localhost:{port}/data.csv"})
     with pytest.raises(BadRequestError, match="loopback"):
         ingest(closed, {"url": f"{server}/data.csv"})
@@ -234,5 +233,5 @@ def test_link_header_parsing() -> None:
     header = '<https://a/x?page=2>; rel="next", <https://a/x?page=9>; rel="last"'
     assert next_link(header) == "https://a/x?page=2"
     assert next_link('<https://a/1>; rel="prev first"') is None
-    assert next_link("<https://a/2>; title=\"x\"; rel=next") == "https://a/2"
+    assert next_link('<https://a/2>; title="x"; rel=next') == "https://a/2"
     assert next_link(None) is None

@@ -20,7 +20,7 @@ from chalicelib.schemas import DatasetCreate
 from tests.fakes import make_ports
 from tests.sources import servers
 
-PASSWORD = "s3cr3t-Pa55-never-shown"  # noqa: S105 - a test password
+PASSWORD = "s3cr3t-Pa55-never-shown"
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
@@ -46,9 +46,7 @@ def _fill(db: servers.Database, rows: int) -> None:
 
     engine = db.engine()
     with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO people VALUES (:i, :n, :a, :j, :b, :x)"), params
-        )
+        conn.execute(text("INSERT INTO people VALUES (:i, :n, :a, :j, :b, :x)"), params)
     engine.dispose()
 
 

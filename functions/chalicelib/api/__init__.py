@@ -74,9 +74,7 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def _error(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> Response:
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
     # details: structured extras of an error (a data contract's violation report).
     return Response(body={"Code": code, "Message": message, **(details or {})}, status_code=status)
 

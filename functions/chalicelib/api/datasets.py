@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import datasets
 from chalice import Response
 
+from chalicelib import datasets
 from chalicelib.api import Api, request_bytes
 from chalicelib.runtime import ports
 from chalicelib.schemas import DatasetCreate

@@ -17,7 +17,7 @@ def secrets_client(settings: Settings) -> Any:
 
         from chalicelib import aws
 
-        return boto3.session.Session().client(  # type: ignore[call-overload]
+        return boto3.session.Session().client(
             "secretsmanager",
             endpoint_url=settings.aws_endpoint_url,
             region_name=settings.region,

@@ -170,7 +170,7 @@ class Fetcher:
                 if (resp.getheader("Content-Encoding") or "").lower() == "gzip":
                     body = self._gunzip(body, url)
                 return Page(url, body, resp.headers)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise BadRequestError(
                     f"{_safe(url)} did not answer within {self.source.timeout_seconds:g} s"
                 ) from None
@@ -257,8 +257,8 @@ def read(settings: Settings, source: HttpSource, fmt: str) -> tuple[bytes, dict[
     if source.pagination is None:
         page = fetcher.get(source.url)
         if fmt == "json" and source.records_path:
-            records = _records(page.body, source.records_path)
-            return json.dumps(records).encode(), {**lineage, "pages": 1}
+            found = _records(page.body, source.records_path)
+            return json.dumps(found).encode(), {**lineage, "pages": 1}
         return page.body, {**lineage, "pages": 1}
     if fmt not in ("json", "jsonl"):
         raise BadRequestError("pagination applies to json and jsonl sources")

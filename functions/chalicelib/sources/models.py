@@ -81,8 +81,7 @@ class SqlSource(_Strict):
         scheme = value.split(":", 1)[0].lower() if ":" in value else ""
         if scheme not in SQL_DIALECTS:
             raise ValueError(
-                "url must start with one of "
-                + ", ".join(f"{s}://" for s in sorted(SQL_DIALECTS))
+                "url must start with one of " + ", ".join(f"{s}://" for s in sorted(SQL_DIALECTS))
             )
         if not scheme.startswith("sqlite"):
             netloc = urlsplit(value).netloc

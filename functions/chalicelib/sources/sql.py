@@ -55,7 +55,9 @@ def read(settings: Settings, source: SqlSource) -> tuple[pa.Table, dict[str, Any
     secret: str | None = None
     if source.credentials is not None:
         user, secret = credentials.resolve(settings, source.credentials)
-        url = url.set(password=secret, **({"username": user} if user else {}))
+        url = url.set(password=secret)
+        if user:
+            url = url.set(username=user)
     if url.drivername == "sqlite":
         _check_sqlite(settings, url.database)
     try:
@@ -100,9 +102,7 @@ def _stream(url: Any, source: SqlSource, folder: Path) -> list[Path]:
     from sqlalchemy.pool import NullPool
 
     connect_args: dict[str, Any] = {}
-    if url.drivername.startswith("postgresql"):
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT}
-    elif "pymysql" in url.drivername:
+    if url.drivername.startswith("postgresql") or "pymysql" in url.drivername:
         connect_args = {"connect_timeout": CONNECT_TIMEOUT}
     engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if source.table is not None:
