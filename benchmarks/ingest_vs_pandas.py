@@ -35,8 +35,8 @@ def make_csv(path: Path, rows: int, seed: int = 0) -> None:
         data[f"i{i}"] = rng.integers(0, 10_000, rows)
     for i in range(3):
         data[f"s{i}"] = rng.choice(np.array([f"cat_{k}" for k in range(8 + i * 5)]), rows)
-    data["day"] = (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 700, rows),
-                                                               unit="D")).strftime("%Y-%m-%d")  # fmt: skip
+    days = pd.to_timedelta(rng.integers(0, 700, rows), unit="D")
+    data["day"] = (pd.Timestamp("2024-01-01") + days).strftime("%Y-%m-%d")
     pd.DataFrame(data).to_csv(path, index=False)
 
 
