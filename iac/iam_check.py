@@ -54,7 +54,9 @@ PREFIX = {"s3": "s3", "dynamodb": "dynamodb", "stepfunctions": "states",
           "secretsmanager": "secretsmanager"}  # fmt: skip
 # Client methods that are not service operations (boto3's managed transfers).
 TRANSFERS = {("s3", "upload_file"): ["s3:PutObject", "s3:AbortMultipartUpload"],
-             ("s3", "download_file"): ["s3:GetObject"]}  # fmt: skip
+             ("s3", "download_file"): ["s3:GetObject"],
+             # A presigned URL carries the signer's permission (chalicelib/uploads.py).
+             ("s3", "generate_presigned_url"): ["s3:PutObject"]}  # fmt: skip
 # Operations authorised as other actions (service authorization references).
 ACTIONS = {
     ("s3", "head_object"): ["s3:GetObject"],

@@ -24,6 +24,7 @@ from chalicelib.errors import (
 from chalicelib.ports import ConditionFailedError, Delete, TooLargeError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
+from chalicelib.sources.models import UploadSource
 from chalicelib.timeutil import now_iso
 from mlcontract import columns
 
@@ -328,6 +329,14 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
         lineage: dict[str, Any] = {"type": req.source.type}
         if isinstance(req.source, FileSource):
             lineage["path"] = req.source.path
+    elif isinstance(req.source, UploadSource):
+        from chalicelib import uploads
+
+        raw, lineage = uploads.take(ports, req.name, req.source.upload_id, req.format)
+        frame = parse_table(raw, req.format)
+        summary = _store_frame(ports, req.name, req.format, lineage, frame, req.contract)
+        uploads.finish(ports, req.name, req.source.upload_id)
+        return summary
     else:
         from chalicelib import sources
 

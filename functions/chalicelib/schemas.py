@@ -15,7 +15,7 @@ from pydantic import (
 
 from chalicelib.contracts import Contract
 from chalicelib.names import EndpointName, Name
-from chalicelib.sources.models import HttpSource, S3Source, SqlSource
+from chalicelib.sources.models import HttpSource, S3Source, SqlSource, UploadSource
 from mlcontract import catalog, metrics
 from mlcontract import preprocessing as prep
 
@@ -45,7 +45,8 @@ class FileSource(Strict):
 
 
 DatasetSource = Annotated[
-    InlineSource | FileSource | SqlSource | S3Source | HttpSource, Field(discriminator="type")
+    InlineSource | FileSource | SqlSource | S3Source | HttpSource | UploadSource,
+    Field(discriminator="type"),
 ]
 DatasetFormat = Literal["csv", "parquet", "json", "jsonl"]
 

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     http_allow: str = ""
     http_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     s3_max_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    # POST /datasets/{name}/uploads: the most bytes one upload may hold (S3: 5 GB per PUT).
+    upload_max_bytes: int = Field(default=5 * 1000**3, ge=1)
 
     @model_validator(mode="after")
     def _history_fits(self) -> Settings:

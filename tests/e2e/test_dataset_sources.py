@@ -170,3 +170,41 @@ def test_contracts_reject_quarantine_and_later_uploads(api: Api) -> None:
         "name": "x", "source": {"type": "inline", "data": csv},
         "contract": {"columns": {"age": {"type": "string", "min": 1}}}})  # fmt: skip
     assert status == 400 and "min/max apply to numbers" in error["Message"]
+
+
+def test_large_upload_through_an_upload_url(local_stack: stack.LocalStack, api: Api) -> None:
+    started = api.ok("POST", "/datasets/bigupload/uploads", {"format": "csv"})
+    upload_id = started["upload_id"]
+    assert started["method"] == "PUT"
+    assert started["url"].endswith(f"/datasets/bigupload/uploads/{upload_id}")
+    body = "x,y\n" + "".join(f"{i},{i % 7}\n" for i in range(800_000))  # ~8 MB > 6 MiB
+    assert len(body) > local_stack.ports.settings.max_inline_bytes
+    source = {"type": "upload", "upload_id": upload_id}
+    status, error = api.call("POST", "/datasets", {"name": "bigupload", "source": source})
+    assert status == 400 and "PUT the file to its URL first" in error["Message"]
+    path = "/" + started["url"].split("/", 3)[3]
+    resp = api.client.http.put(
+        path, body=body.encode(), headers={"Content-Type": "application/octet-stream"}
+    )
+    assert resp.status_code == 200, resp.body
+    status, error = api.call(
+        "POST", "/datasets", {"name": "bigupload", "format": "json", "source": source}
+    )
+    assert status == 400 and "started as 'csv'" in error["Message"]
+    created = api.ok("POST", "/datasets", {"name": "bigupload", "source": source})
+    assert created["rows"] == 800_000
+    version = api.ok("GET", "/datasets/bigupload/versions/1")
+    assert version["source"]["type"] == "upload" and version["source"]["bytes"] == len(body)
+    # The upload is spent: its object and record are gone.
+    assert not local_stack.ports.store.list(f"datasets/bigupload/uploads/{upload_id}")
+    status, _ = api.call("POST", "/datasets", {"name": "bigupload", "source": source})
+    assert status == 404
+    status, _ = api.call(
+        "POST", "/datasets", {"name": "bigupload", "source": {"type": "upload", "upload_id": "x"}}
+    )
+    assert status == 400
+    resp = api.client.http.put(
+        "/datasets/bigupload/uploads/" + "0" * 32, body=b"a\n1\n",
+        headers={"Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    assert resp.status_code == 404

@@ -197,3 +197,13 @@ class HttpSource(_Strict):
             if not re.match(r"^[A-Za-z0-9-]{1,100}$", name):
                 raise ValueError(f"header name {name[:40]!r} is not valid")
         return value
+
+
+# --- upload -------------------------------------------------------------------------------
+
+
+class UploadSource(_Strict):
+    type: Literal["upload"]
+    upload_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$", description="From POST /datasets/{name}/uploads."
+    )
