@@ -24,7 +24,7 @@ from chalicelib.errors import (
 from chalicelib.ports import ConditionFailedError, Delete, TooLargeError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
-from chalicelib.sources.models import UploadSource
+from chalicelib.sources.models import SqlSource, UploadSource
 from chalicelib.timeutil import now_iso
 from mlcontract import columns
 
@@ -337,6 +337,15 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
         summary = _store_frame(ports, req.name, req.format, lineage, frame, req.contract)
         uploads.finish(ports, req.name, req.source.upload_id)
         return summary
+    elif isinstance(req.source, SqlSource) and not _has_contract(ports, req):
+        import tempfile
+
+        from chalicelib.sources import sql
+
+        with tempfile.TemporaryDirectory(prefix="mlpipe-ingest-") as tmp:
+            path = Path(tmp) / "data.parquet"
+            _, lineage = sql.read_to_file(ports.settings, req.source, path)
+            return _store_parquet_file(ports, req.name, req.format, lineage, path)
     else:
         from chalicelib import sources
 
@@ -344,6 +353,13 @@ def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
         validate_frame(frame)
         _reject_nested(frame)
     return _store_frame(ports, req.name, req.format, lineage, frame, req.contract)
+
+
+def _has_contract(ports: Ports, req: DatasetCreate) -> bool:
+    if req.contract is not None:
+        return True
+    head = ports.metadata.get(tables.DATASETS, req.name)
+    return head is not None and bool(head.item.get("contract"))
 
 
 def upload(ports: Ports, name: str, raw: bytes, content_type: str) -> dict[str, Any]:
@@ -398,6 +414,74 @@ def _store_frame(
     stats = profile(frame)
     data = to_parquet(frame)
     bad_rows = to_parquet(quarantined) if quarantined is not None and len(quarantined) else None
+    return _write_version(
+        ports,
+        name,
+        fmt,
+        lineage,
+        stats,
+        lambda key: ports.store.put_bytes(key, data),
+        len(data),
+        _arrow_columns(io.BytesIO(data)),
+        contract,
+        bad_rows,
+        0 if quarantined is None else len(quarantined),
+    )
+
+
+def _store_parquet_file(
+    ports: Ports, name: str, fmt: str, lineage: dict[str, Any], path: Path
+) -> dict[str, Any]:
+    """A version from a Parquet file that need not fit in memory (the sql source streams
+    into one): profiled one column at a time, uploaded from the file."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
+    validate_frame(pd.DataFrame({n: [None] for n in names}))
+    if parquet.metadata.num_rows == 0:
+        raise BadRequestError("the dataset has a header but no rows")
+    columns = []
+    for column in names:
+        series = parquet.read(columns=[column]).to_pandas()
+        columns.extend(profile(series)["columns"])
+        del series
+    stats = {"rows": int(parquet.metadata.num_rows), "columns": columns}
+    return _write_version(
+        ports,
+        name,
+        fmt,
+        lineage,
+        stats,
+        lambda key: ports.store.put_file(key, path),
+        path.stat().st_size,
+        _arrow_columns(path),
+        None,
+        None,
+        0,
+    )
+
+
+def _arrow_columns(source: Any) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    return {field.name: str(field.type) for field in pq.read_schema(source)}
+
+
+def _write_version(
+    ports: Ports,
+    name: str,
+    fmt: str,
+    lineage: dict[str, Any],
+    stats: dict[str, Any],
+    put_data: Any,
+    size: int,
+    arrow_columns: dict[str, str],
+    contract: Contract | None,
+    bad_rows: bytes | None,
+    quarantined_rows: int,
+) -> dict[str, Any]:
     profile_bytes = json.dumps(stats, allow_nan=False).encode()
     written: list[str] = []
 
@@ -410,7 +494,7 @@ def _store_frame(
         written.append(folder)
         # The Parquet file alone under data/: the Glue table of this version reads the prefix.
         key = f"{folder}/data/data.parquet"
-        ports.store.put_bytes(key, data)
+        put_data(key)
         # The profile lives beside the data: with many columns it outgrows a metadata item.
         ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
         extra: dict[str, Any] = {}
@@ -419,7 +503,7 @@ def _store_frame(
         if bad_rows is not None:
             ports.store.put_bytes(f"{folder}/quarantine.parquet", bad_rows)
             extra["quarantine_key"] = f"{folder}/quarantine.parquet"
-            extra["contract"]["quarantined_rows"] = len(quarantined)  # type: ignore[arg-type]
+            extra["contract"]["quarantined_rows"] = quarantined_rows
         now = now_iso()
         record = {
             "name": name,
@@ -435,7 +519,7 @@ def _store_frame(
             "rows": stats["rows"],
             "columns": len(stats["columns"]),
             "schema": [{"name": c["name"], "type": c["type"]} for c in stats["columns"]],
-            "bytes": len(data),
+            "bytes": size,
             "created_at": now,
         }
         record = offload.offload(ports.store, record, "schema", f"{folder}/schema.json")
@@ -467,19 +551,15 @@ def _store_frame(
     finally:
         for folder in written:  # attempts that lost a race, or failed: no orphan bytes
             ports.store.delete_prefix(folder)
-    _catalog(ports, record, data)
+    _catalog(ports, record, arrow_columns)
     return summary(record)
 
 
-def _catalog(ports: Ports, record: dict[str, Any], data: bytes) -> None:
+def _catalog(ports: Ports, record: dict[str, Any], columns: dict[str, str]) -> None:
     """Register the version as a table (Glue on AWS). The version is READY either way: a
     catalog failure is logged, and the next version or a re-registration fixes it."""
     if ports.catalog is None:
         return
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(io.BytesIO(data))
-    columns = {field.name: str(field.type) for field in schema}
     location = ports.store.uri(record["key"].rsplit("/", 1)[0])
     try:
         ports.catalog.register(record["name"], record["version"], location, columns)

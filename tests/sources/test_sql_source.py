@@ -65,7 +65,7 @@ def test_table_in_chunks_to_a_ready_version(db: servers.Database, tmp_path: Path
     assert record["source"]["chunks"] == 5  # 2,345 rows at 500 a round trip
     types = {c["name"]: c["type"] for c in record["schema"]}
     assert types["id"] == "integer" and types["age"] == "number"  # NUMERIC -> float
-    assert types["name"] == "string" and types["joined"] in ("datetime", "string")
+    assert types["name"] == "string" and types["joined"] == "datetime"  # DATE -> datetime
     frame = datasets.load_frame(ports, record["key"]).sort_values("id")
     assert frame["id"].tolist() == list(range(2_345))
     assert frame["note"].isna().sum() == 2_345 - len(range(0, 2_345, 3))
@@ -173,3 +173,45 @@ def test_bad_sql_sources_are_refused_without_echoing_secrets(
     answer = describe_validation(caught.value)  # the 400's message
     assert message in answer
     assert "pw" not in answer
+
+
+def test_chunks_with_different_types_unify(db: servers.Database, tmp_path: Path) -> None:
+    """A column that is all NULL in the first chunk and typed later, an integer column
+    with NULLs only in a later chunk: one schema for the whole table."""
+    db.execute("CREATE TABLE t (id INTEGER, late VARCHAR(10), gaps INTEGER)")
+    rows = [
+        {"i": i, "l": None if i < 300 else f"v{i}", "g": None if i >= 450 and i % 2 else i}
+        for i in range(600)
+    ]
+    from sqlalchemy import text
+
+    engine = db.engine()
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (:i, :l, :g)"), rows)
+    engine.dispose()
+    ports = make_ports(tmp_path)
+    body = {"name": "mixed", "source": {"type": "sql", "url": db.url, "chunk_rows": 150,
+                                        "query": "SELECT * FROM t ORDER BY id"}}  # fmt: skip
+    assert datasets.create(ports, _request(body))["rows"] == 600
+    record = datasets.get_version(ports, "mixed", 1)
+    assert record["source"]["chunks"] == 4
+    types = {c["name"]: c["type"] for c in record["schema"]}
+    assert types == {"id": "integer", "late": "string", "gaps": "number"}
+    frame = datasets.load_frame(ports, record["key"])
+    assert frame["late"].isna().sum() == 300 and frame["gaps"].isna().sum() == 75
+    profile = datasets.get_profile(ports, record)
+    late = next(c for c in profile["columns"] if c["name"] == "late")
+    assert late["missing"] == 300 and late["distinct"] == 300
+
+
+def test_sql_with_a_contract(db: servers.Database, tmp_path: Path) -> None:
+    _fill(db, 100)
+    ports = make_ports(tmp_path)
+    body = {
+        "name": "checked",
+        "source": {"type": "sql", "url": db.url, "table": "people"},
+        "contract": {"policy": "quarantine", "columns": {"age": {"type": "float", "max": 60}}},
+    }
+    summary = datasets.create(ports, _request(body))
+    over = sum(1 for i in range(100) if 20 + i % 50 > 60)
+    assert summary["rows"] == 100 - over and summary["quarantined_rows"] == over

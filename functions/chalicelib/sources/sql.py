@@ -27,11 +27,44 @@ log = logging.getLogger("mlpipe.sources.sql")
 CONNECT_TIMEOUT = 10
 
 
-def read(settings: Settings, source: SqlSource) -> tuple[pa.Table, dict[str, Any]]:
-    """The whole result as one Arrow table (assembled from the streamed part files), and
-    the lineage to record."""
-    import pyarrow as pa
+def read_to_file(
+    settings: Settings, source: SqlSource, dest: Path
+) -> tuple[pa.Schema, dict[str, Any]]:
+    """Stream the result into one Parquet file at ``dest``, a chunk at a time (memory: one
+    chunk, whatever the table's size). Returns its schema and the lineage to record."""
     import pyarrow.parquet as pq
+
+    url, lineage, secret = _connect_url(settings, source)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlpipe-sql-") as tmp:
+            parts = _stream(url, source, Path(tmp))
+            if not parts:
+                raise BadRequestError("the query returned no rows")
+            schema = _unified_schema(parts)
+            with pq.ParquetWriter(dest, schema) as writer:
+                for part in parts:
+                    writer.write_table(_conform(pq.read_table(part), schema))
+    except BadRequestError:
+        raise
+    except Exception as exc:  # driver and SQLAlchemy errors: their text, scrubbed
+        message = _scrub(_message(exc), secret)
+        log.info("sql source %s failed: %s", lineage["url"], message)
+        raise BadRequestError(f"could not read from the database: {message}") from None
+    lineage["chunks"] = len(parts)
+    return schema, lineage
+
+
+def read(settings: Settings, source: SqlSource) -> tuple[pa.Table, dict[str, Any]]:
+    """The whole result as one Arrow table (for contract checks, which see every row)."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-sql-") as tmp:
+        path = Path(tmp) / "result.parquet"
+        _, lineage = read_to_file(settings, source, path)
+        return pq.read_table(path), lineage
+
+
+def _connect_url(settings: Settings, source: SqlSource) -> tuple[Any, dict[str, Any], str | None]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -60,21 +93,40 @@ def read(settings: Settings, source: SqlSource) -> tuple[pa.Table, dict[str, Any
             url = url.set(username=user)
     if url.drivername == "sqlite":
         _check_sqlite(settings, url.database)
-    try:
-        with tempfile.TemporaryDirectory(prefix="mlpipe-sql-") as tmp:
-            parts = _stream(url, source, Path(tmp))
-            if not parts:
-                raise BadRequestError("the query returned no rows")
-            tables = [pq.read_table(p) for p in parts]
-            table = pa.concat_tables(tables, promote_options="permissive")
-    except BadRequestError:
-        raise
-    except Exception as exc:  # driver and SQLAlchemy errors: their text, scrubbed
-        message = _scrub(_message(exc), secret)
-        log.info("sql source %s failed: %s", lineage["url"], message)
-        raise BadRequestError(f"could not read from the database: {message}") from None
-    lineage["chunks"] = len(parts)
-    return table, lineage
+    return url, lineage, secret
+
+
+def _target_type(field: pa.Field) -> pa.DataType:
+    """Dates become timestamps (the platform's datetime), times text."""
+    import pyarrow as pa
+
+    if pa.types.is_date(field.type):
+        return pa.timestamp("us")
+    if pa.types.is_time(field.type):
+        return pa.string()
+    return field.type
+
+
+def _unified_schema(parts: list[Path]) -> pa.Schema:
+    """One schema for every chunk: a column that is all null in one chunk and typed in
+    another takes the type; integers with nulls in some chunk become floats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(p).remove_metadata() for p in parts]
+    unified = pa.unify_schemas(schemas, promote_options="permissive")
+    fields = []
+    for field in unified:
+        kinds = {s.field(field.name).type for s in schemas}
+        target = _target_type(field)
+        if pa.types.is_integer(target) and any(pa.types.is_floating(k) for k in kinds):
+            target = pa.float64()
+        fields.append(pa.field(field.name, target))
+    return pa.schema(fields)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return table.select(schema.names).cast(schema)
 
 
 def _check_sqlite(settings: Settings, database: str | None) -> None:
