@@ -215,3 +215,32 @@ def test_sql_with_a_contract(db: servers.Database, tmp_path: Path) -> None:
     summary = datasets.create(ports, _request(body))
     over = sum(1 for i in range(100) if 20 + i % 50 > 60)
     assert summary["rows"] == 100 - over and summary["quarantined_rows"] == over
+
+
+def test_types_the_drivers_return(db: servers.Database, tmp_path: Path) -> None:
+    """Decimal, zoned timestamps, UUID-like text, binary (refused) from each driver."""
+    if db.kind == "postgresql":
+        db.execute(
+            "CREATE TABLE t (amount NUMERIC(10,2), at TIMESTAMPTZ, u UUID, b BYTEA)",
+            "INSERT INTO t VALUES (12.50, '2024-03-01 10:00:00+02', "
+            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'x'), (NULL, NULL, NULL, NULL)",
+        )
+    else:
+        db.execute(
+            "CREATE TABLE t (amount DECIMAL(10,2), at DATETIME, u CHAR(36), b BLOB)",
+            "INSERT INTO t VALUES (12.50, '2024-03-01 08:00:00', "
+            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'x'), (NULL, NULL, NULL, NULL)",
+        )
+    ports = make_ports(tmp_path)
+    source = {"type": "sql", "url": db.url, "query": "SELECT amount, at, u FROM t"}
+    datasets.create(ports, _request({"name": "typed", "source": source}))
+    record = datasets.get_version(ports, "typed", 1)
+    types = {c["name"]: c["type"] for c in record["schema"]}
+    assert types == {"amount": "number", "at": "datetime", "u": "string"}
+    frame = datasets.load_frame(ports, record["key"])
+    assert frame["amount"].iloc[0] == 12.5
+    assert str(frame["at"].iloc[0]) == "2024-03-01 08:00:00"  # UTC, without a zone
+    assert frame["u"].iloc[0] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    with pytest.raises(BadRequestError, match="'b' holds binary data"):
+        datasets.create(ports, _request({"name": "typed", "source": {**source,
+                                                                    "query": "SELECT b FROM t"}}))  # fmt: skip

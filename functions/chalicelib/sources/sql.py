@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,8 +148,6 @@ def _check_sqlite(settings: Settings, database: str | None) -> None:
 def _stream(url: Any, source: SqlSource, folder: Path) -> list[Path]:
     """Fetch ``chunk_rows`` at a time from a server-side cursor (psycopg: a named cursor;
     PyMySQL: SSCursor; SQLite reads lazily anyway) and write each chunk as a Parquet part."""
-    import pandas as pd
-    import pyarrow as pa
     import pyarrow.parquet as pq
     from sqlalchemy import create_engine, select, table, text
     from sqlalchemy.pool import NullPool
@@ -174,10 +173,8 @@ def _stream(url: Any, source: SqlSource, folder: Path) -> list[Path]:
                 rows = result.fetchmany(source.chunk_rows)
                 if not rows:
                     break
-                frame = pd.DataFrame.from_records(rows, columns=keys, coerce_float=True)
-                frame = _plain_types(frame)
                 path = folder / f"part-{len(parts):05d}.parquet"
-                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+                pq.write_table(_chunk_table(keys, rows), path)
                 parts.append(path)
             result.close()
     finally:
@@ -185,26 +182,37 @@ def _stream(url: Any, source: SqlSource, folder: Path) -> list[Path]:
     return parts
 
 
-def _plain_types(frame: Any) -> Any:
-    """Decimal -> float, bytes -> refused, UUID -> text: the types a dataset holds."""
-    import decimal
-    import uuid
+def _chunk_table(keys: list[str], rows: Sequence[Any]) -> pa.Table:
+    """Driver rows -> an Arrow table, column by column in C (no per-row Python objects
+    beyond the driver's): Decimal -> float, zoned timestamps -> UTC without a zone, values
+    Arrow cannot type (UUID, ...) -> text, binary -> refused."""
+    import pyarrow as pa
 
-    for name in frame.columns:
-        column = frame[name]
-        if column.dtype != object:
-            continue
-        sample = column.dropna()
-        if sample.empty:
-            continue
-        first = sample.iloc[0]
-        if isinstance(first, decimal.Decimal):
-            frame[name] = column.map(lambda v: None if v is None else float(v)).astype("float64")
-        elif isinstance(first, uuid.UUID):
-            frame[name] = column.map(lambda v: None if v is None else str(v))
-        elif isinstance(first, bytes | bytearray | memoryview):
+    arrays = []
+    for name, values in zip(keys, zip(*rows, strict=True), strict=True):
+        try:
+            array = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            if any(isinstance(v, bytes | bytearray | memoryview) for v in values):
+                raise BadRequestError(
+                    f"column {name[:40]!r} holds binary data; cast or drop it"
+                ) from None
+            array = pa.array([None if v is None else str(v) for v in values], pa.string())
+        kind = array.type
+        if isinstance(kind, pa.BaseExtensionType) or pa.types.is_fixed_size_binary(kind):
+            if any(isinstance(v, bytes | bytearray | memoryview) for v in values):
+                raise BadRequestError(f"column {name[:40]!r} holds binary data; cast or drop it")
+            # UUID (Arrow's uuid type): as its text
+            array = pa.array([None if v is None else str(v) for v in values], pa.string())
+            kind = array.type
+        if pa.types.is_decimal(kind):
+            array = array.cast(pa.float64())
+        elif pa.types.is_timestamp(kind) and kind.tz is not None:
+            array = array.cast(pa.timestamp(kind.unit, "UTC")).cast(pa.timestamp(kind.unit))
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
             raise BadRequestError(f"column {name[:40]!r} holds binary data; cast or drop it")
-    return frame
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=keys)
 
 
 def _message(exc: BaseException) -> str:
