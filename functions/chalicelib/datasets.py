@@ -57,7 +57,13 @@ def _read_source(ports: Ports, req: DatasetCreate) -> bytes:
             raise PayloadTooLargeError(f"inline data is larger than {limit} bytes")
         return raw
     assert isinstance(source, FileSource)
-    return _read_file(ports, source.path)
+    raw = _read_file(ports, source.path)
+    from chalicelib.sources import s3
+
+    for suffix, kind in s3.COMPRESSED.items():  # data.csv.gz, data.jsonl.zst
+        if source.path.lower().endswith(suffix):
+            return s3.decompress(raw, kind, source.path)
+    return raw
 
 
 def _read_file(ports: Ports, raw_path: str) -> bytes:

@@ -3,6 +3,8 @@ check's: the same 400s naming the line, the same acceptances."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chalicelib import datasets
@@ -31,3 +33,31 @@ def test_fast_check_agrees_with_the_line_by_line_one(raw: bytes, error: str | No
         else:
             with pytest.raises(BadRequestError, match=error.replace("[", r"\[")):
                 check(raw)
+
+
+def test_compressed_file_sources(tmp_path: Path) -> None:
+    import gzip
+
+    import pyarrow as pa
+
+    from chalicelib.schemas import DatasetCreate
+    from tests.fakes import make_ports
+
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "a.csv.gz").write_bytes(gzip.compress(b"x,y\n1,2\n3,4\n"))
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as out:
+        out.write(b'{"x": 1}\n{"x": 2}\n{"x": 3}\n')
+    (root / "b.jsonl.zst").write_bytes(sink.getvalue().to_pybytes())
+    (root / "c.csv.gz").write_bytes(b"not gzip")
+    ports = make_ports(tmp_path, file_roots=str(root))
+
+    def ingest(path: str, fmt: str) -> dict:
+        body = {"name": "z", "format": fmt, "source": {"type": "file", "path": path}}
+        return datasets.create(ports, DatasetCreate.model_validate(body))
+
+    assert ingest("a.csv.gz", "csv")["rows"] == 2
+    assert ingest("b.jsonl.zst", "jsonl")["rows"] == 3
+    with pytest.raises(BadRequestError, match=r"c\.csv\.gz is not valid gzip data"):
+        ingest("c.csv.gz", "csv")
