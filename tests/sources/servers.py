@@ -19,10 +19,12 @@ PG_URL = os.environ.get("MLPIPE_TEST_PG_URL", "postgresql+psycopg://postgres@127
 MYSQL_URL = os.environ.get("MLPIPE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 
 HOW = {
-    "postgresql": "start one: apt-get install postgresql && service postgresql start "
-    "(trust auth for 127.0.0.1), or set MLPIPE_TEST_PG_URL",
-    "mysql": "start one: apt-get install mariadb-server && service mariadb start "
-    "(root without password), or set MLPIPE_TEST_MYSQL_URL",
+    "postgresql": "start one (Debian: apt-get install postgresql, then pg_ctlcluster "
+    "--skip-systemctl-redirect $(ls /etc/postgresql) main start; trust auth for 127.0.0.1), "
+    "or point MLPIPE_TEST_PG_URL at one",
+    "mysql": "start one (Debian: apt-get install mariadb-server, then start-stop-daemon "
+    "--start --background --exec /usr/sbin/mariadbd; root without a password), or point "
+    "MLPIPE_TEST_MYSQL_URL at one",
 }
 
 
