@@ -232,3 +232,24 @@ def _check_label(name: str) -> str:
         if name.startswith(prefix):
             return label
     return name
+
+
+# Schema column type -> contract type.
+_FROM_SCHEMA = {"integer": "integer", "number": "float", "string": "string",
+                "boolean": "boolean", "datetime": "datetime"}  # fmt: skip
+
+
+def inferred(frame: pd.DataFrame) -> Contract:
+    """The table's own schema as a contract (``"contract": "inferred"``): every column
+    required with its type, no other column (strict), nulls only where there are some
+    now; policy reject. Kept on the dataset, it holds later versions to this shape."""
+    from chalicelib.datasets import column_type
+
+    columns = {}
+    for name in frame.columns:
+        kind = column_type(frame[name])
+        columns[str(name)] = ColumnContract(
+            type=_FROM_SCHEMA.get(kind),  # type: ignore[arg-type]
+            nullable=bool(frame[name].isna().any()),
+        )
+    return Contract(columns=columns, policy="reject", strict=True)

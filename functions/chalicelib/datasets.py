@@ -11,7 +11,7 @@ import logging
 import math
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib import concurrency, offload, tables
 from chalicelib.errors import (
@@ -402,7 +402,7 @@ def _store_frame(
     fmt: str,
     lineage: dict[str, Any],
     frame: pd.DataFrame,
-    contract: Contract | None,
+    contract: Contract | Literal["inferred"] | None,
 ) -> dict[str, Any]:
     """Check the contract (the one given, else the dataset's), profile, and write the
     version. Nothing is written before every check passed; a failed write leaves no
@@ -410,6 +410,8 @@ def _store_frame(
     from chalicelib import cleaning, contracts
 
     frame, _ = cleaning.type_datetime_columns(frame)  # ISO 8601 text columns are datetimes
+    if contract == "inferred":
+        contract = contracts.inferred(frame)
     if contract is None:
         stored = ports.metadata.get(tables.DATASETS, name)
         if stored is not None and stored.item.get("contract"):

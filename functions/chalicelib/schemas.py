@@ -55,9 +55,12 @@ class DatasetCreate(Strict):
     name: Name
     source: DatasetSource
     format: DatasetFormat = "csv"
-    contract: Contract | None = Field(
+    contract: Contract | Literal["inferred"] | None = Field(
         default=None,
-        description="Column rules checked on this and every later version (see contracts.py).",
+        description=(
+            "Column rules checked on this and every later version (see contracts.py); "
+            '"inferred": this version\'s own schema becomes the contract.'
+        ),
     )
 
 

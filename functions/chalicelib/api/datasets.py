@@ -79,7 +79,7 @@ def get_dataset_version(name: str, version: int) -> dict[str, Any]:
     """A dataset version: schema, row count, profile, status."""
     p = ports()
     record = datasets.get_version(p, name, version)
-    public = {k: v for k, v in record.items() if k not in ("key", "profile_key")}
+    public = {k: v for k, v in record.items() if k not in ("key", "profile_key", "quarantine_key")}
     return {**public, "profile": datasets.get_profile(p, record)}
 
 
