@@ -235,3 +235,45 @@ def test_link_header_parsing() -> None:
     assert next_link('<https://a/1>; rel="prev first"') is None
     assert next_link('<https://a/2>; title="x"; rel=next') == "https://a/2"
     assert next_link(None) is None
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The same handler behind TLS, with a self-signed certificate for 127.0.0.1 made by
+    the openssl CLI (skipped without it)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is not installed (apt-get install openssl)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"https://localhost:{httpd.server_address[1]}", cert
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_https_verifies_the_certificate_of_the_name(
+    tls_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS goes to the vetted address with the URL's host name for SNI and verification:
+    an untrusted certificate is a 400; trusted (SSL_CERT_FILE), the data comes through."""
+    url, cert = tls_server
+    ports = make_ports(tmp_path, http_allow="localhost")
+    with pytest.raises(BadRequestError, match=r"could not fetch .*CERTIFICATE_VERIFY_FAILED"):
+        ingest(ports, {"url": f"{url}/data.csv"})
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    assert ingest(ports, {"url": f"{url}/data.csv"})["rows"] == 30
