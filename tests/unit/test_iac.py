@@ -531,7 +531,7 @@ def test_lambda_data_access_is_this_stacks_bucket_and_table(resources: dict[str,
 def test_sagemaker_role_reads_code_and_runs_and_writes_runs_only(
     resources: dict[str, Any],
 ) -> None:
-    readable = ("/code/*", "/runs/*")
+    readable = ("/code/*", "/runs/*", "/datasets/*")  # datasets: batch transform input
     for statement in role_statements(resources, SAGEMAKER_ROLE):
         actions = as_list(statement["Action"])
         if not any(a.startswith("s3:") for a in actions):
@@ -540,7 +540,7 @@ def test_sagemaker_role_reads_code_and_runs_and_writes_runs_only(
         if actions == ["s3:ListBucket"]:
             assert statement["Resource"] == get_att(BUCKET)
             prefixes = statement["Condition"]["StringLike"]["s3:prefix"]
-            assert sorted(prefixes) == ["code/*", "runs/*"]
+            assert sorted(prefixes) == ["code/*", "datasets/*", "runs/*"]
             continue
         for resource in as_list(statement["Resource"]):
             path = sub_text(resource).removeprefix("${" + BUCKET + ".Arn}")
