@@ -30,7 +30,9 @@ def added_columns(version: dict[str, Any]) -> list[str]:
     return names
 
 
-def resolve_model(ports: Ports, name: str, version: int | None, alias: str | None) -> dict[str, Any]:
+def resolve_model(
+    ports: Ports, name: str, version: int | None, alias: str | None
+) -> dict[str, Any]:
     """The model version to score with (an alias is resolved now: the run keeps scoring
     with that version even if the alias moves meanwhile)."""
     number = version if version is not None else registry.resolve_alias(ports, name, str(alias))
@@ -60,12 +62,13 @@ def check_fits(model: dict[str, Any], dataset: dict[str, Any], profile: dict[str
     }
     for field in signature:
         have = columns[field["name"]]
-        if field["type"] in _NUMERIC_INPUTS and have not in _NUMERIC_INPUTS:
-            if field["name"] not in empty:  # an all-missing column is imputed, whatever type
-                raise BadRequestError(
-                    f"column {field['name']!r} is {have} in {where}; model {model['name']!r} "
-                    f"v{model['version']} reads it as {field['type']}"
-                )
+        # An all-missing column is imputed, whatever its type.
+        numeric = field["type"] in _NUMERIC_INPUTS
+        if numeric and have not in _NUMERIC_INPUTS and field["name"] not in empty:
+            raise BadRequestError(
+                f"column {field['name']!r} is {have} in {where}; model {model['name']!r} "
+                f"v{model['version']} reads it as {field['type']}"
+            )
     taken = [c for c in added_columns(model) if c in columns]
     if taken:
         raise BadRequestError(

@@ -15,7 +15,11 @@ api = Api(__name__)
 
 
 @api.operation(
-    "/batch-predictions", "POST", status=202, body=BatchPredictionCreate, errors=(404, 409, 429, 503)
+    "/batch-predictions",
+    "POST",
+    status=202,
+    body=BatchPredictionCreate,
+    errors=(404, 409, 429, 503),
 )
 def start_batch_prediction(body: BatchPredictionCreate) -> Response:
     """Score a dataset version with a model version or alias; the output is a new dataset version.
