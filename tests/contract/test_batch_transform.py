@@ -10,13 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import batch_transform
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import batch_transform
 from chalicelib.adapters.s3 import S3ObjectStore
 from chalicelib.adapters.sagemaker import SageMakerJobRunner, batch_model_name
 from chalicelib.ports import JobSpec
