@@ -118,7 +118,7 @@ def start(ports: Ports, body: BatchPredictionCreate) -> dict[str, Any]:
             }
         },
     )  # fmt: skip
-    return view({**started, "steps": [], "error": None, "created_at": None, "ended_at": None})
+    return get(ports, started["run_id"])
 
 
 def view(run: dict[str, Any]) -> dict[str, Any]:
