@@ -8,7 +8,8 @@ ways of scoring it, each in its own process of the job environment (.venv-jobs):
 - ``plain``: pandas reads the whole file, the pipeline predicts, pandas writes the output
   (input columns + prediction + probabilities), as a user's notebook would.
 
-It reports peak RSS (``ru_maxrss`` of each process) and rows/s side by side, and the ratios;
+It reports peak RSS (each process's own ``VmHWM``, read at exit: ``ru_maxrss`` of a child
+also counts the parent's pages from before its exec) and rows/s side by side, and the ratios;
 it never asserts. Memory of the chunked job is bounded by one Parquet row group plus one
 chunk (pyarrow reads a row group at a time; the service writes up to 1Mi rows per group).
 
@@ -61,16 +62,37 @@ def make_frame(rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        assert proc.stderr is not None
-        sys.exit(f"{argv[1]} failed:\n{proc.stderr.read().decode()[-3000:]}")
-    return elapsed, usage.ru_maxrss // 1024  # KiB on Linux
+# Runs a script (or code) as __main__ and, at exit, writes the process's peak RSS (VmHWM,
+# KiB: the high-water mark of this process's own memory since its exec) to a file.
+PEAK = r"""
+import atexit, runpy, sys
+out, target, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+def report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(out, "w").write(line.split()[1])
+atexit.register(report)
+if target == "-c":
+    sys.argv = ["-c", *args[1:]]
+    exec(compile(args[0], "<plain>", "exec"), {"__name__": "__main__"})
+else:
+    sys.path.insert(0, target.rsplit("/", 1)[0])
+    sys.argv = [target, *args]
+    runpy.run_path(target, run_name="__main__")
+"""
+
+
+def run_measured(argv: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MiB) of ``python argv...`` in the job environment."""
+    with tempfile.NamedTemporaryFile(suffix=".peak") as peak:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [str(PYTHON), "-c", PEAK, peak.name, *argv], capture_output=True, check=False
+        )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"{argv[0]} failed:\n{done.stderr.decode()[-3000:]}")
+        return elapsed, int(Path(peak.name).read_text()) // 1024
 
 
 def train(root: Path, seed: int) -> tuple[Path, str]:
@@ -117,7 +139,7 @@ def main() -> None:
         for label, chunk in (("chunked", args.chunk_rows), ("one chunk", args.rows)):
             out = root / f"out-{chunk}"
             results[label] = run_measured(
-                [str(PYTHON), str(JOBS / "batch_transform.py"), "--model-dir", str(model_dir),
+                [str(JOBS / "batch_transform.py"), "--model-dir", str(model_dir),
                  "--data-dir", str(data_dir), "--output-dir", str(out), "--sha256", sha,
                  "--chunk-rows", str(chunk)],
             )  # fmt: skip
@@ -125,7 +147,7 @@ def main() -> None:
         with tarfile.open(model_dir / "model.tar.gz") as tar:
             tar.extractall(extracted, filter="data")
         results["plain"] = run_measured(
-            [str(PYTHON), "-c", PLAIN, str(extracted), str(data_dir / "data.parquet"),
+            ["-c", PLAIN, str(extracted), str(data_dir / "data.parquet"),
              str(root / "plain.parquet"), str(JOBS)],
         )  # fmt: skip
     print(f"{args.rows:,} rows x 9 columns ({size / 2**20:.0f} MiB Parquet), "
