@@ -222,3 +222,38 @@ def test_the_start_step_fails_when_the_model_changed_meanwhile(ports: Ports) -> 
     event["batch"]["model"]["sha256"] = "b" * 64
     with pytest.raises(StepError, match="changed since"):
         steps.HANDLERS["start_transform"](event, None)
+
+
+def test_the_output_of_a_sagemaker_transform_job_is_registered(ports: Ports) -> None:
+    """On AWS Batch Transform writes ``<input object>.out``: Parquet from the hooks."""
+    batch.start(ports, body())
+    (event,) = executions(ports).values()
+    job = steps.HANDLERS["start_transform"](event, None)
+    prefix = f"runs/{event['run_id']}/batch"
+    scored = pd.DataFrame({"x": [1.0], "colour": ["red"], "prediction": ["yes"]})
+    ports.store.put_bytes(f"{prefix}/data.parquet.out", scored.to_parquet())
+    state = {**event, "transform_job": {**job, "status": "Completed",
+                                        "outputs": {"output": prefix}}}  # fmt: skip
+    assert steps.HANDLERS["register_output"](state, None)["rows"] == 1
+
+
+def test_no_output_file_fails_the_register_step(ports: Ports) -> None:
+    batch.start(ports, body())
+    (event,) = executions(ports).values()
+    state = {**event, "transform_job": {"outputs": {"output": "runs/x/batch"}}}
+    with pytest.raises(StepError, match="wrote 0 output files"):
+        steps.HANDLERS["register_output"](state, None)
+    assert [d["name"] for d in datasets.list_all(ports)] == ["scores-in"]  # nothing written
+
+
+def test_cancel_stops_the_job_and_ends_aborted(ports: Ports) -> None:
+    started = batch.start(ports, body())
+    (event,) = executions(ports).values()
+    job = steps.HANDLERS["start_transform"](event, None)
+    cancelled = batch.cancel(ports, started["id"])
+    assert cancelled["status"] == "ABORTED"
+    assert cancelled["steps"][0]["status"] == "ABORTED"
+    jobs = ports.jobs
+    assert isinstance(jobs, FakeJobs) and jobs.stopped == [job["name"]]
+    with pytest.raises(ConflictError):
+        batch.cancel(ports, started["id"])
