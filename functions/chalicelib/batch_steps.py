@@ -17,8 +17,12 @@ from chalicelib.ports import JobSpec
 from chalicelib.steps import StepContext, StepResult, _check, _start_job, job_name, task
 
 # What the transform job writes: locally batch_transform.py's predictions.parquet; on AWS
-# Batch Transform's "<input object>.out" (Parquet from the hooks' output_fn).
+# Batch Transform's "<input object>.out" per input part (Parquet from the hooks' output_fn).
 _OUTPUT_SUFFIXES = (".parquet", ".parquet.out")
+# SageMaker Batch Transform sends each input object whole, at most 100 MB (MaxPayloadInMB):
+# a dataset version larger than this is handed to the job as Parquet parts of about this size
+# (both runners read every part of the input in name order).
+PART_BYTES = 48 * 2**20
 
 
 def _batch(ctx: StepContext) -> dict[str, Any]:
@@ -38,6 +42,9 @@ def start_transform(ctx: StepContext) -> StepResult:
         raise StepError(f"model {model['name']!r} v{model['version']} changed since it was chosen")
     if dataset["status"] != "READY":
         raise StepError(f"dataset {data['name']!r} v{data['version']} is {dataset['status']}")
+    data_input = data["key"]
+    if int(dataset.get("bytes") or 0) > PART_BYTES:
+        data_input = _split(ctx, data["key"], int(dataset["rows"]), int(dataset["bytes"]))
     return _start_job(
         ctx,
         JobSpec(
@@ -50,11 +57,53 @@ def start_transform(ctx: StepContext) -> StepResult:
                 "model-name": model["name"],
                 "model-version": str(model["version"]),
             },
-            inputs={"model": model["artefact_key"], "data": data["key"]},
+            inputs={"model": model["artefact_key"], "data": data_input},
             output_prefix=f"{ctx.prefix}/batch",
             max_runtime_seconds=ctx.ports.settings.max_job_seconds,
         ),
     )
+
+
+def _split(ctx: StepContext, key: str, rows: int, size: int) -> str:
+    """The dataset as Parquet parts of about PART_BYTES under the run's prefix; returns the
+    prefix. Deterministic names: a retried step rewrites the same parts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prefix = f"{ctx.prefix}/batch-input"
+    per_part = max(1, rows * PART_BYTES // max(size, 1))
+    with tempfile.TemporaryDirectory() as scratch:
+        source = pq.ParquetFile(ctx.ports.store.get_file(key, Path(scratch) / "data.parquet"))
+        for i, batch in enumerate(source.iter_batches(batch_size=per_part)):
+            part = Path(scratch) / "part.parquet"
+            pq.write_table(pa.Table.from_batches([batch]), part)
+            ctx.ports.store.put_file(f"{prefix}/part-{i:05d}.parquet", part)
+    return prefix
+
+
+def _merge(ctx: StepContext, keys: list[str], dest: Path) -> Path:
+    """The job's output files (one per input part on AWS), in order, as one Parquet file,
+    a row group at a time."""
+    import pyarrow.parquet as pq
+
+    if len(keys) == 1:
+        return ctx.ports.store.get_file(keys[0], dest)
+    writer = None
+    try:
+        for i, key in enumerate(keys):
+            part = ctx.ports.store.get_file(key, dest.with_name(f"part-{i:05d}.parquet"))
+            with pq.ParquetFile(part) as source:
+                if writer is None:
+                    writer = pq.ParquetWriter(dest, source.schema_arrow)
+                elif not source.schema_arrow.equals(writer.schema, check_metadata=False):
+                    raise StepError(f"the transform job's output {key!r} has another schema")
+                for group in range(source.num_row_groups):
+                    writer.write_table(source.read_row_group(group))
+            part.unlink()
+    finally:
+        if writer is not None:
+            writer.close()
+    return dest
 
 
 @task("check_transform")
@@ -66,12 +115,12 @@ def check_transform(ctx: StepContext) -> StepResult:
 def register_output(ctx: StepContext) -> StepResult:
     batch = _batch(ctx)
     prefix = ctx.event["transform_job"]["outputs"]["output"]
-    found = [k for k in ctx.ports.store.list(prefix + "/") if k.endswith(_OUTPUT_SUFFIXES)]
-    if len(found) != 1:
-        raise StepError(f"the transform job wrote {len(found)} output files, expected one")
+    found = sorted(k for k in ctx.ports.store.list(prefix + "/") if k.endswith(_OUTPUT_SUFFIXES))
+    if not found:
+        raise StepError("the transform job wrote no output file")
     name = batch["output"]["dataset"]
     with tempfile.TemporaryDirectory() as scratch:
-        local = ctx.ports.store.get_file(found[0], Path(scratch) / "predictions.parquet")
+        local = _merge(ctx, found, Path(scratch) / "predictions.parquet")
         source = {
             "type": "batch_prediction",
             "batch_id": ctx.run_id,

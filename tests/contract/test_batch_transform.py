@@ -214,3 +214,25 @@ def test_sagemaker_transform_job_request(sm_runner: SageMakerJobRunner) -> None:
     status = sm_runner.describe(spec.name, "transform")
     assert status.status in ("InProgress", "Completed")
     assert status.outputs == {"output": spec.output_prefix}
+
+
+def test_parts_are_scored_in_name_order_into_one_output(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    """A dataset handed over in parts (as StartTransformJob does for large versions)."""
+    frame = make_frame(40, seed=9)
+    prefix = "runs/bt-parts/batch-input"
+    for i, start in enumerate(range(0, 40, 15)):
+        part = frame.iloc[start : start + 15].reset_index(drop=True)
+        trained_model.store.put_bytes(f"{prefix}/part-{i:05d}.parquet", to_parquet(part))
+    spec = _spec("bt-parts", trained_model.status.outputs["model"], prefix,
+                 _sha256(trained_model, tmp_path), 8)  # fmt: skip
+    trained_model.runner.start(spec)
+    status = wait_until_done(trained_model.runner, spec.name, "transform", timeout=120)
+    assert status.status == "Completed", _log(trained_model, spec.name)
+    out = pd.read_parquet(
+        io.BytesIO(trained_model.store.get_bytes(f"{spec.output_prefix}/predictions.parquet"))
+    )
+    assert out["x1"].tolist() == frame["x1"].tolist()
+    pipeline = load_pipeline(trained_model, tmp_path / "ref")
+    assert out["prediction"].tolist() == pipeline.predict(features_for_pipeline(frame)).tolist()

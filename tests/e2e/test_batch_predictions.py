@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from chalicelib import datasets, registry
+from chalicelib import batch_steps, datasets, registry
 from iac.local import stack
 from jobkit import coerce_features
 from tests.e2e.conftest import Api, classification_csv, regression_csv
@@ -134,9 +134,11 @@ def test_scores_a_dataset_version_in_chunks_like_the_model_in_process(
     pd.testing.assert_frame_equal(out[FEATURES], original)
 
 
-def test_regression_output_is_numeric(
-    api: Api, local_stack: stack.LocalStack, tmp_path: Path
+def test_regression_output_is_numeric_and_parts_come_back_whole(
+    api: Api, local_stack: stack.LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # As for a version larger than one Batch Transform request: the job gets Parquet parts.
+    monkeypatch.setattr(batch_steps, "PART_BYTES", 2000)
     version = train(
         api,
         "batch-houses",
@@ -157,8 +159,14 @@ def test_regression_output_is_numeric(
     assert status == 202, started
     done = wait_batch(api, started["id"])
     assert done["status"] == "SUCCEEDED", done["error"]
+    parts = local_stack.ports.store.list(f"runs/{started['id']}/batch-input")
+    assert len(parts) > 2
     out = scored_rows(local_stack, "batch-houses-scored", 1).read().to_pandas()
     assert list(out.columns) == ["x1", "x2", "zone", "y", "prediction"]
+    assert done["rows"] == len(out) == 300
+    source = datasets.get_version(local_stack.ports, "batch-houses-train", 1)
+    original = pd.read_parquet(io.BytesIO(local_stack.ports.store.get_bytes(source["key"])))
+    pd.testing.assert_frame_equal(out[["x1", "x2", "zone", "y"]], original)  # same order
     pipeline, signature = in_process(local_stack, "batch-houses", version, tmp_path)
     expected = pipeline.predict(coerce_features(out, signature))
     np.testing.assert_array_equal(out["prediction"].to_numpy(), expected)

@@ -241,7 +241,7 @@ def test_no_output_file_fails_the_register_step(ports: Ports) -> None:
     batch.start(ports, body())
     (event,) = executions(ports).values()
     state = {**event, "transform_job": {"outputs": {"output": "runs/x/batch"}}}
-    with pytest.raises(StepError, match="wrote 0 output files"):
+    with pytest.raises(StepError, match="wrote no output file"):
         steps.HANDLERS["register_output"](state, None)
     assert [d["name"] for d in datasets.list_all(ports)] == ["scores-in"]  # nothing written
 
@@ -257,3 +257,39 @@ def test_cancel_stops_the_job_and_ends_aborted(ports: Ports) -> None:
     assert isinstance(jobs, FakeJobs) and jobs.stopped == [job["name"]]
     with pytest.raises(ConflictError):
         batch.cancel(ports, started["id"])
+
+
+def test_a_large_dataset_goes_to_the_job_in_parts_and_comes_back_whole(
+    ports: Ports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch Transform takes one object per request (at most 100 MB): a larger version is
+    handed over as Parquet parts, and the outputs (one per part) are merged in order."""
+    from chalicelib import batch_steps
+
+    rows = 500
+    frame = pd.DataFrame({"x": [float(i) for i in range(rows)], "colour": ["red"] * rows})
+    datasets.store_version(ports, "big", "parquet", "upload", frame.to_parquet(index=False))
+    size = datasets.get_version(ports, "big", 1)["bytes"]
+    monkeypatch.setattr(batch_steps, "PART_BYTES", size // 4)
+    batch.start(ports, body(dataset={"name": "big"}))
+    (event,) = executions(ports).values()
+    job = steps.HANDLERS["start_transform"](event, None)
+    jobs = ports.jobs
+    assert isinstance(jobs, FakeJobs)
+    prefix = jobs.started[job["name"]].inputs["data"]
+    assert prefix == f"runs/{event['run_id']}/batch-input"
+    parts = ports.store.list(prefix)
+    assert len(parts) >= 4 and parts == sorted(parts)
+    read = [pd.read_parquet(io.BytesIO(ports.store.get_bytes(k))) for k in parts]
+    pd.testing.assert_frame_equal(pd.concat(read, ignore_index=True), frame)
+
+    # What SageMaker writes: <part>.out for each part; registered as one version, in order.
+    out = f"runs/{event['run_id']}/batch"
+    for key, part in zip(parts, read, strict=True):
+        scored = part.assign(prediction="yes")
+        ports.store.put_bytes(f"{out}/{key.rsplit('/', 1)[1]}.out", scored.to_parquet())
+    state = {**event, "transform_job": {**job, "outputs": {"output": out}}}
+    assert steps.HANDLERS["register_output"](state, None)["rows"] == rows
+    version = datasets.get_version(ports, "scores-out", 1)
+    whole = pd.read_parquet(io.BytesIO(ports.store.get_bytes(version["key"])))
+    pd.testing.assert_frame_equal(whole, frame.assign(prediction="yes"))
