@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import datasets, pipelines, registry, runs
+from chalicelib import datasets, pipelines, registry, runs, tables
 from chalicelib.errors import BadRequestError, ConflictError, NotFoundError
 from chalicelib.runtime import Ports
 from chalicelib.schemas import BatchPredictionCreate
@@ -143,6 +143,13 @@ def get(ports: Ports, batch_id: str) -> dict[str, Any]:
     if run.get("kind") != KIND:
         raise NotFoundError(f"batch prediction {batch_id!r} not found")
     return view(run)
+
+
+def list_all(ports: Ports) -> list[dict[str, Any]]:
+    """Every batch prediction, newest first (without steps: GET one for those)."""
+    found = [r.item for r in ports.metadata.query(tables.RUNS) if r.item.get("kind") == KIND]
+    found.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+    return [{k: v for k, v in view(r).items() if k != "steps"} for r in found]
 
 
 def cancel(ports: Ports, batch_id: str) -> dict[str, Any]:

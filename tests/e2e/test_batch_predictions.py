@@ -106,6 +106,8 @@ def test_scores_a_dataset_version_in_chunks_like_the_model_in_process(
     assert done["output"] == {"dataset": "batch-flowers-scored", "version": 1}
     assert done["rows"] == 230
     assert api.ok("GET", f"/runs/{started['id']}")["kind"] == "batch"  # a run like any other
+    listed = api.ok("GET", "/batch-predictions")["batch_predictions"]
+    assert started["id"] in [b["id"] for b in listed]
 
     # The output is a dataset version like any other, with its schema and profile.
     version = api.ok("GET", "/datasets/batch-flowers-scored/versions/1")
@@ -214,6 +216,6 @@ def test_unknown_batch_prediction_is_404(api: Api) -> None:
 
 def test_openapi_describes_the_routes(api: Api) -> None:
     paths = api.ok("GET", "/openapi.json")["paths"]
-    assert set(paths["/batch-predictions"]) == {"post"}
+    assert set(paths["/batch-predictions"]) == {"post", "get"}
     assert "202" in paths["/batch-predictions"]["post"]["responses"]
     assert "get" in paths["/batch-predictions/{batch_id}"]

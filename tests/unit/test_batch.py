@@ -293,3 +293,12 @@ def test_a_large_dataset_goes_to_the_job_in_parts_and_comes_back_whole(
     version = datasets.get_version(ports, "scores-out", 1)
     whole = pd.read_parquet(io.BytesIO(ports.store.get_bytes(version["key"])))
     pd.testing.assert_frame_equal(whole, frame.assign(prediction="yes"))
+
+
+def test_list_shows_batch_predictions_newest_first(ports: Ports) -> None:
+    first = batch.start(ports, body())
+    second = batch.start(ports, body(output={"dataset": "scores-out-2"}))
+    listed = batch.list_all(ports)
+    assert {b["id"] for b in listed} == {first["id"], second["id"]}
+    assert listed[0]["created_at"] >= listed[1]["created_at"]
+    assert all("steps" not in b and b["status"] == "RUNNING" for b in listed)

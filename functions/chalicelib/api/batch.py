@@ -34,6 +34,12 @@ def start_batch_prediction(body: BatchPredictionCreate) -> Response:
     return to_response(started, 202, {"Location": f"/batch-predictions/{started['id']}"})
 
 
+@api.operation("/batch-predictions", "GET")
+def list_batch_predictions() -> dict[str, Any]:
+    """Batch predictions, newest first."""
+    return {"batch_predictions": batch.list_all(ports())}
+
+
 @api.operation("/batch-predictions/{batch_id}", "GET")
 def get_batch_prediction(batch_id: str) -> dict[str, Any]:
     """A batch prediction: status (RUNNING, SUCCEEDED, FAILED, ABORTED), steps, error, and the
