@@ -679,3 +679,94 @@ def load_frame(ports: Ports, key: str) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_parquet(io.BytesIO(ports.store.get_bytes(key)))
+
+
+# --- versions written by the service (batch predictions) -----------------------------------
+
+
+def profile_parquet(path: Path) -> dict[str, Any]:
+    """``profile`` of a Parquet file read one column at a time: memory holds one column, not
+    the table (the scored output of a batch prediction can be larger than memory allows)."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    columns = []
+    for name in source.schema_arrow.names:
+        frame = source.read(columns=[name]).to_pandas()
+        columns.extend(profile(frame)["columns"])
+    return {"rows": int(source.metadata.num_rows), "columns": columns}
+
+
+def store_parquet_version(
+    ports: Ports, name: str, path: Path, source: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """A new version of ``name`` from a Parquet file the service wrote (not user input: it
+    is profiled, not re-parsed). Idempotent per ``run_id``: a retried step gets the version
+    its first attempt recorded."""
+    import pyarrow.parquet as pq
+
+    stats = profile_parquet(path)
+    profile_bytes = json.dumps(stats, allow_nan=False).encode()
+    size = path.stat().st_size
+    written: list[str] = []
+
+    def attempt() -> dict[str, Any]:
+        claim = ports.metadata.get(tables.dataset_runs(name), run_id)
+        if claim is not None:
+            return get_version(ports, name, int(claim.item["version"]))
+        head = ports.metadata.get(tables.DATASETS, name)
+        version = (head.item["latest_version"] if head else 0) + 1
+        folder = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}"
+        written.append(folder)
+        key = f"{folder}/data/data.parquet"
+        ports.store.put_file(key, path)
+        ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
+        now = now_iso()
+        record = {
+            "name": name,
+            "version": version,
+            "status": "READY",
+            "format": "parquet",
+            "source": source,
+            "key": key,
+            "folder": folder,
+            "profile_key": f"{folder}/profile.json",
+            "uri": ports.store.uri(key),
+            "rows": stats["rows"],
+            "columns": len(stats["columns"]),
+            "schema": [{"name": c["name"], "type": c["type"]} for c in stats["columns"]],
+            "bytes": size,
+            "created_at": now,
+        }
+        record = offload.offload(ports.store, record, "schema", f"{folder}/schema.json")
+        head_item = {
+            "name": name,
+            "latest_version": version,
+            "created_at": head.item["created_at"] if head else now,
+            "updated_at": now,
+        }
+        ports.metadata.put_many(
+            [
+                Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
+                Write(tables.DATASETS, name, head_item, head.rev if head else 0),
+                Write(tables.dataset_runs(name), run_id, {"version": version}, 0),
+            ]
+        )
+        written.pop()
+        return record
+
+    try:
+        record: dict[str, Any] = offload.hydrate(
+            ports.store, concurrency.retry(attempt, what=f"dataset {name!r}"), "schema"
+        )
+    finally:
+        for folder in written:
+            ports.store.delete_prefix(folder)
+    if ports.catalog is not None:
+        columns = {f.name: str(f.type) for f in pq.read_schema(path)}
+        location = ports.store.uri(record["key"].rsplit("/", 1)[0])
+        try:
+            ports.catalog.register(name, record["version"], location, columns)
+        except Exception:
+            log.exception("could not catalog dataset %s v%s", name, record["version"])
+    return record

@@ -159,3 +159,31 @@ class EndpointCreate(Strict):
         if (self.alias is None) == (self.version is None):
             raise ValueError("give exactly one of 'alias' or 'version'")
         return self
+
+
+# --- batch predictions -----------------------------------------------------------------------
+
+
+class BatchOutput(Strict):
+    dataset: Name = Field(description="The dataset that gets the scored rows as a new version.")
+
+
+class BatchPredictionCreate(Strict):
+    model: Name
+    model_version: int | None = Field(default=None, ge=1)
+    alias: Name | None = None
+    dataset: DatasetRef = Field(description="The dataset version to score (omit version: latest).")
+    output: BatchOutput
+    chunk_rows: int = Field(
+        default=65536,
+        ge=1,
+        le=1_000_000,
+        description="Rows scored at a time by the local job (memory holds one chunk). On AWS "
+        "each Parquet object is one Batch Transform request.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BatchPredictionCreate:
+        if (self.alias is None) == (self.model_version is None):
+            raise ValueError("give exactly one of 'model_version' or 'alias'")
+        return self
