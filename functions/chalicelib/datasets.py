@@ -446,16 +446,10 @@ def _store_parquet_file(
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
-    names = parquet.schema_arrow.names
-    validate_frame(pd.DataFrame({n: [None] for n in names}))
+    validate_frame(pd.DataFrame({n: [None] for n in parquet.schema_arrow.names}))
     if parquet.metadata.num_rows == 0:
         raise BadRequestError("the dataset has a header but no rows")
-    columns = []
-    for column in names:
-        series = parquet.read(columns=[column]).to_pandas()
-        columns.extend(profile(series)["columns"])
-        del series
-    stats = {"rows": int(parquet.metadata.num_rows), "columns": columns}
+    stats = profile_parquet(path)
     return _write_version(
         ports,
         name,
@@ -745,6 +739,8 @@ def store_parquet_version(
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }
+        if head is not None and head.item.get("contract"):  # the dataset's contract stays
+            head_item["contract"] = head.item["contract"]
         ports.metadata.put_many(
             [
                 Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
