@@ -528,10 +528,12 @@ def test_lambda_data_access_is_this_stacks_bucket_and_table(resources: dict[str,
     )
 
 
-def test_sagemaker_role_reads_code_and_runs_and_writes_runs_only(
+def test_sagemaker_role_reads_and_writes_only_its_prefixes(
     resources: dict[str, Any],
 ) -> None:
-    readable = ("/code/*", "/runs/*")
+    # runs/: jobs; monitoring/ and datacapture/: drift checks and endpoint data capture.
+    readable = ("/code/*", "/runs/*", "/datacapture/*", "/monitoring/*")
+    writable = ("/runs/*", "/monitoring/*", "/datacapture/*")
     for statement in role_statements(resources, SAGEMAKER_ROLE):
         actions = as_list(statement["Action"])
         if not any(a.startswith("s3:") for a in actions):
@@ -540,12 +542,12 @@ def test_sagemaker_role_reads_code_and_runs_and_writes_runs_only(
         if actions == ["s3:ListBucket"]:
             assert statement["Resource"] == get_att(BUCKET)
             prefixes = statement["Condition"]["StringLike"]["s3:prefix"]
-            assert sorted(prefixes) == ["code/*", "runs/*"]
+            assert sorted(prefixes) == ["code/*", "datacapture/*", "monitoring/*", "runs/*"]
             continue
         for resource in as_list(statement["Resource"]):
             path = sub_text(resource).removeprefix("${" + BUCKET + ".Arn}")
             writes = {"s3:PutObject", "s3:DeleteObject"} & set(actions)
-            assert path in (("/runs/*",) if writes else readable), (actions, path)
+            assert path in (writable if writes else readable), (actions, path)
 
 
 # --- storage --------------------------------------------------------------------------------

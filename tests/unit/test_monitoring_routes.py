@@ -25,7 +25,7 @@ from tests.monitoring_helpers import TYPES, baseline_of, traffic
 SIGNATURE = [{"name": n, "type": t} for n, t in TYPES.items()]
 # A blueprint registers into one app per process (Chalice keeps its routes on it).
 APP = Chalice(app_name="monitoring-test")
-APP.register_blueprint(routes.bp)
+APP.register_blueprint(routes.api)
 
 
 @dataclass

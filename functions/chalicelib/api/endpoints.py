@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalice import Response
+
 from chalicelib import deployment
-from chalicelib.api import Api, request_bytes
+from chalicelib.api import Api, request_bytes, to_response
+from chalicelib.monitoring import invocations
 from chalicelib.runtime import ports
 from chalicelib.schemas import EndpointCreate
 
@@ -68,13 +71,16 @@ def rollback_endpoint(name: str) -> dict[str, Any]:
     raw_body=_INVOCATION_BODY,
     errors=(409,),
 )
-def invoke_endpoint(name: str) -> dict[str, Any]:
+def invoke_endpoint(name: str) -> Response:
     """Predict (MLflow scoring protocol).
 
     JSON with exactly one of dataframe_split, dataframe_records, instances or inputs, or
     text/csv with a header; at most 10,000 rows. Rows are checked against the model's
-    signature.
+    signature. The response's X-Inference-Id header names the request (for feedback);
+    requests are counted and timed, and sampled into data capture (monitoring).
     """
     request = api.current_request
     content_type = request.headers.get("content-type", "application/json")
-    return deployment.invoke(ports(), name, request_bytes(request), content_type)
+    with invocations.observe(name, request.headers.get("x-inference-id")) as seen:
+        result = deployment.invoke(ports(), name, request_bytes(request), content_type, seen.trace)
+        return to_response(result, headers={"X-Inference-Id": seen.inference_id})
