@@ -33,7 +33,8 @@ from chalicelib.settings import get_settings as get_monitoring_settings
 from mlcontract import monitoring as mon
 
 log = logging.getLogger("mlpipe.local.monitoring")
-assert schedule.scheduled_round  # imported for its alarm actions (rollback, retrain)
+# Imported for its alarm actions (rollback, retrain), registered on import.
+ALARM_ACTIONS = schedule.alarms.ACTIONS
 
 
 def pull(base_url: str, timeout: float = 2.0) -> dict[str, Any]:

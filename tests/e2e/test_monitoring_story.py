@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,9 @@ from chalice.test import Client
 
 from iac.local import stack
 from tests.e2e.conftest import Api
+from tests.e2e.test_dashboard_chromium import browser, keep, kpi, wait_ready
+
+assert browser  # a fixture, imported for the live dashboard test
 
 pytestmark = pytest.mark.e2e
 FEATURES = ["x0", "x1", "x2", "colour"]
@@ -266,6 +271,41 @@ def test_bad_monitoring_input_is_a_400(api: Api, deployed: dict[str, Any]) -> No
         status, answer = api.call(method, path, body)
         assert status == 400, (path, answer)
         assert answer["Message"], answer
+
+
+@pytest.fixture
+def served(monitored_stack: stack.LocalStack) -> Iterator[str]:
+    """The real app over HTTP on loopback (what `make run` serves)."""
+    from waitress.server import create_server
+
+    from app import app
+    from iac.local.http import ChaliceWsgi
+
+    server = create_server(ChaliceWsgi(app), host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        thread.join(timeout=10)
+
+
+def test_the_dashboard_shows_the_endpoint_in_chromium(
+    served: str, browser: Any, api: Api, traffic: dict[str, Any], tmp_path: Path
+) -> None:
+    accuracy = api.ok("GET", "/endpoints/watched/performance")["overall"]["accuracy"]
+    browser.get(f"{served}/dashboard")
+    assert wait_ready(browser) == "ready", browser.find_element("id", "error").text
+    assert kpi(browser, "requests") == str(2 * REQUESTS + traffic["bad"])
+    assert kpi(browser, "drift") == f"{len(SHIFTED)}/{len(FEATURES)}"
+    assert kpi(browser, "quality") == f"{accuracy:.2f}"
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('[data-widget=drift] g.feature[data-drifted=true]')]"
+        ".map(g => g.dataset.feature).sort()"
+    )
+    assert shown == sorted(SHIFTED)
+    assert keep(browser, tmp_path, "dashboard-live-endpoint.png").stat().st_size > 20_000
 
 
 def test_an_alarm_rolls_a_guarded_deployment_back(

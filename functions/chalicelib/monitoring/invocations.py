@@ -145,10 +145,12 @@ class InvocationMonitor:
             self._last_flush = self._clock()
             ports = self._ports_of()
             points: list[dict[str, Any]] = []
+            # Locally the in-process runtime serves in this process, so its CPU and memory
+            # are the endpoint's; a Lambda's are not (SageMaker publishes the instances').
+            host = ports.settings.profile != "aws"
             for tel in list(self._telemetry.values()):
-                # Only request counters: the API process's CPU is not the model's.
                 points.extend(
-                    p for p in tel.collect() if p["MetricName"] not in (mon.CPU, mon.MEMORY)
+                    p for p in tel.collect() if host or p["MetricName"] not in (mon.CPU, mon.MEMORY)
                 )
             if points:
                 rolled = list(mon.with_rollups(points))
