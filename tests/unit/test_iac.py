@@ -639,6 +639,39 @@ def test_dashboard_body_is_valid_json_with_the_metrics(resources: dict[str, Any]
         assert f'{{AWS/SageMaker,EndpointName,VariantName}} MetricName="{metric}"' in expressions
 
 
+def test_monitoring_schedule_alarms_and_dashboard(resources: dict[str, Any]) -> None:
+    """Issue 8: scheduled drift checks (EventBridge -> the monitor Lambda), the failed-runs
+    alarm on our EMF metric notifying the alarm topic, and our metrics on the dashboard."""
+    rule = resources["DriftCheckSchedule"]["Properties"]
+    assert sub_text(rule["ScheduleExpression"]) == "rate(${DriftScheduleMinutes} minutes)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == get_att("Monitor")
+    permission = resources["DriftCheckSchedulePermission"]["Properties"]
+    assert permission["FunctionName"] == {"Ref": "Monitor"}
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == get_att("DriftCheckSchedule")
+    alarm = resources["RunsFailedAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "mlpipe", "RunsFailed", "Sum",
+    )  # fmt: skip
+    assert alarm["AlarmActions"] == [{"Ref": "MonitoringAlarmTopic"}]
+    assert resources["MonitoringAlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    (dashboard,) = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    body = sub_text(dashboard["Properties"]["DashboardBody"])
+    rendered = json.loads(_SUB_VARIABLE.sub(lambda m: m.group(1), body))
+    _, expressions = dashboard_metrics(rendered["widgets"])
+    for dims, metric in [
+        ("mlpipe,EndpointName", "Invocations"),
+        ("mlpipe,EndpointName", "Invocation5XXErrors"),
+        ("mlpipe,EndpointName", "ModelLatency"),
+        ("mlpipe,EndpointName,Feature", "FeatureDrift"),
+        ("mlpipe,EndpointName", "Accuracy"),
+        ("mlpipe,Pipeline", "RunsFailed"),
+        ("mlpipe,Pipeline,Step", "StepDuration"),
+    ]:
+        assert f'{{{dims}}} MetricName="{metric}"' in expressions, metric
+
+
 def test_outputs(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     assert outputs["ArtefactBucketName"]["Value"] == {"Ref": BUCKET}

@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from chalicelib.errors import MLPipeError
 from mlcontract import capture
 from mlcontract import monitoring as mon
 
@@ -143,14 +144,20 @@ class InvocationMonitor:
         number of data points written."""
         with self._lock:
             self._last_flush = self._clock()
-            ports = self._ports_of()
+            try:
+                ports = self._ports_of()
+            except MLPipeError:  # no ports installed (yet, or any more): keep it all
+                return 0
             points: list[dict[str, Any]] = []
             # Locally the in-process runtime serves in this process, so its CPU and memory
             # are the endpoint's; a Lambda's are not (SageMaker publishes the instances').
             host = ports.settings.profile != "aws"
             for tel in list(self._telemetry.values()):
+                collected = tel.collect()
+                # CPU and memory only beside requests: a version no longer served is quiet.
+                busy = host and any(p["MetricName"] == mon.INVOCATIONS for p in collected)
                 points.extend(
-                    p for p in tel.collect() if host or p["MetricName"] not in (mon.CPU, mon.MEMORY)
+                    p for p in collected if busy or p["MetricName"] not in (mon.CPU, mon.MEMORY)
                 )
             if points:
                 rolled = list(mon.with_rollups(points))
