@@ -47,6 +47,8 @@ TABLE = "MetadataTable"
 STAR_RESOURCE_ACTIONS = frozenset(
     {
         "cloudwatch:PutMetricData",
+        "cloudwatch:GetMetricData",
+        "cloudwatch:ListMetrics",
         "ecr:GetAuthorizationToken",
         # Step Functions' CloudWatch Logs delivery (vended logs).
         "logs:CreateLogDelivery",
@@ -501,7 +503,8 @@ def test_functions_cannot_write_the_job_code(resources: dict[str, Any]) -> None:
         paths = [sub_text(r).removeprefix("${" + BUCKET + ".Arn}") for r in as_list(
             statement["Resource"])]  # fmt: skip
         if statement["Effect"] == "Allow":
-            assert all(p in ("/datasets/*", "/runs/*") for p in paths), paths
+            writable = ("/datasets/*", "/runs/*", "/datacapture/*", "/feedback/*", "/monitoring/*")
+            assert all(p in writable for p in paths), paths
         else:
             assert paths == ["/code/*"]
 

@@ -19,9 +19,9 @@ capture layout are the same whatever serves:
 The inference id (``X-Inference-Id``) is generated per request (or taken from the caller's
 header when it is a valid id) and returned in the response header; feedback joins on it.
 
-The flush runs on a daemon thread, and in-line at the end of a request when it is overdue
-(a Lambda's threads do not run between invocations). ``benchmarks/telemetry.py`` measures
-the per-request cost.
+The flush runs on a daemon thread every ``metrics_flush_seconds`` (and in-line when it is
+overdue); in a Lambda (profile ``aws``) after every request, since nothing may wait in a
+Lambda's memory. ``benchmarks/telemetry.py`` measures the per-request cost.
 """
 
 from __future__ import annotations
@@ -65,10 +65,12 @@ class InvocationMonitor:
         ports_of: Callable[[], Any],
         *,
         interval: float = 10.0,
+        inline: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ports_of = ports_of
         self.interval = interval
+        self.inline = inline
         self._clock = clock
         self._telemetry: dict[tuple[str, str], Any] = {}
         self._pending: deque[_Pending] = deque()
@@ -123,8 +125,10 @@ class InvocationMonitor:
         )
 
     def after_request(self) -> None:
-        """Flush in-line when overdue (in a Lambda, threads sleep between invocations)."""
-        if self._clock() - self._last_flush >= 2 * self.interval:
+        """Flush in-line when overdue, and after every request in a Lambda: its threads
+        sleep between invocations and its memory is gone when AWS reclaims it, so nothing
+        may wait there (one EMF line, and one object per sampled request)."""
+        if self.inline or self._clock() - self._last_flush >= 2 * self.interval:
             self.flush()
 
     # --- flushing ---------------------------------------------------------------------------
@@ -238,8 +242,11 @@ def monitor() -> InvocationMonitor:
             if _monitor is None:
                 from chalicelib import runtime
 
+                settings = runtime.settings()
                 _monitor = InvocationMonitor(
-                    runtime.ports, interval=runtime.settings().metrics_flush_seconds
+                    runtime.ports,
+                    interval=settings.metrics_flush_seconds,
+                    inline=settings.profile == "aws",
                 )
     return _monitor
 
