@@ -232,6 +232,28 @@ def test_drift_check_flags_the_shifted_features(api: Api, traffic: dict[str, Any
     assert drift["MetricDataResults"]  # FeatureDrift per feature, queryable like the others
 
 
+def test_the_scheduled_round_runs_the_drift_job(
+    monitored_stack: stack.LocalStack, api: Api, traffic: dict[str, Any]
+) -> None:
+    """What the EventBridge schedule runs on AWS (the monitor Lambda): a drift processing
+    job per endpoint, collected by a later round (here the local job runner runs drift.py)."""
+    from chalicelib.monitoring import schedule
+
+    before = api.ok("GET", "/endpoints/watched/drift")["checked_at"]
+    first = schedule.scheduled_round(monitored_stack.ports)["watched"]
+    assert first.get("started"), first
+
+    def collected() -> None:
+        out = schedule.scheduled_round(monitored_stack.ports)["watched"]
+        assert out.get("collected") == "Completed", out
+
+    wait_for(collected, timeout=180)
+    report = api.ok("GET", "/endpoints/watched/drift")
+    assert report["checked_at"] > before
+    assert set(report["drifted_features"]) == SHIFTED, report["drifted_features"]
+    assert report["rows"] == 2 * REQUESTS * ROWS
+
+
 def test_feedback_turns_into_accuracy(api: Api, traffic: dict[str, Any]) -> None:
     sent = traffic["sent"]
     items = [{"inference_id": i, "actuals": truth} for i, (_, truth) in sent.items()]
@@ -258,6 +280,16 @@ def test_pipeline_metrics_count_the_run_and_time_its_steps(
         return sums
 
     wait_for(counted)
+
+
+def test_sampling_is_settable_at_deployment(api: Api, deployed: dict[str, Any]) -> None:
+    body = {"name": "watched-sample", "model": "watched-rf", "version": 1}
+    status, answer = api.call("POST", "/endpoints", {**body, "data_capture_percent": 101})
+    assert status == 400 and "data_capture_percent" in answer["Message"]
+    api.ok("POST", "/endpoints", {**body, "data_capture_percent": 25})
+    capture = api.ok("GET", "/endpoints/watched-sample/data-capture")
+    assert capture["sampling_percent"] == 25 and capture["enabled"] is True
+    api.ok("DELETE", "/endpoints/watched-sample")
 
 
 def test_bad_monitoring_input_is_a_400(api: Api, deployed: dict[str, Any]) -> None:

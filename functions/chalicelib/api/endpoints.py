@@ -9,6 +9,8 @@ from chalice import Response
 from chalicelib import deployment
 from chalicelib.api import Api, request_bytes, to_response
 from chalicelib.monitoring import invocations
+from chalicelib.monitoring import service as monitoring_service
+from chalicelib.monitoring.service import CaptureConfig
 from chalicelib.runtime import ports
 from chalicelib.schemas import EndpointCreate
 
@@ -35,8 +37,17 @@ _INVOCATION_BODY = {
 
 @api.operation("/endpoints", "POST", status=201, body=EndpointCreate, errors=(409,))
 def create_endpoint(body: EndpointCreate) -> dict[str, Any]:
-    """Deploy a model version, or an alias (the endpoint then follows it), to an endpoint."""
-    return deployment.create(ports(), body)
+    """Deploy a model version, or an alias (the endpoint then follows it), to an endpoint.
+
+    ``data_capture_percent`` sets the share of requests captured (monitoring).
+    """
+    created = deployment.create(ports(), body)
+    if body.data_capture_percent is not None:
+        monitoring_service.set_capture(
+            ports().metadata, body.name, CaptureConfig(sampling_percent=body.data_capture_percent)
+        )
+        invocations.monitor().set_sampling(body.name, body.data_capture_percent)
+    return created
 
 
 @api.operation("/endpoints", "GET")
