@@ -325,6 +325,7 @@ def _start(
         ),
         metrics=SqliteMetricsStore(settings.metrics_path),
     )
+    invocations.reset()  # a monitor left by an earlier stack in this process has its settings
     runtime.install(wired)
     _install_handlers()
     _provision(endpoint, state_machine_arn)
