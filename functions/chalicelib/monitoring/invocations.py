@@ -26,7 +26,6 @@ Lambda's memory. ``benchmarks/telemetry.py`` measures the per-request cost.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -35,7 +34,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import MLPipeError
@@ -260,36 +259,35 @@ def reset() -> None:
         current.stop()
 
 
-class Observed:
-    """One request under observation: its inference id and what the domain tells us."""
-
-    __slots__ = ("inference_id", "started", "trace")
-
-    def __init__(self, inference: str) -> None:
-        self.inference_id = inference
-        self.started = time.perf_counter_ns()
-        self.trace: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def observe(endpoint: str, given_id: str | None) -> Iterator[Observed]:
+class observe:  # noqa: N801 - used as a function: ``with observe(...) as seen``
     """Around one ``/invocations`` request: counts it with its status (4xx/5xx from the
     error it raises), times it, and captures it when sampled. Requests to an endpoint that
-    does not exist (nothing was served: no ``version`` in the trace) are not counted."""
-    seen = Observed(inference_id(given_id))
-    status = 200
-    try:
-        yield seen
-    except BaseException as exc:
-        status = _status_of(exc)
-        raise
-    finally:
-        version = seen.trace.get("version")
-        if version is not None:
-            try:
-                _account(endpoint, seen, status)
-            except Exception:  # monitoring never fails a prediction
-                log.exception("could not record the invocation of %s", endpoint)
+    does not exist (nothing was served: no ``version`` in the trace) are not counted.
+    ``seen.inference_id`` is the request's id; the domain fills ``seen.trace``."""
+
+    __slots__ = ("endpoint", "inference_id", "started", "trace")
+
+    def __init__(self, endpoint: str, given_id: str | None) -> None:
+        self.endpoint = endpoint
+        self.inference_id = inference_id(given_id)
+        self.trace: dict[str, Any] = {}
+        self.started = 0
+
+    def __enter__(self) -> observe:
+        self.started = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.trace.get("version") is None:
+            return
+        status = 200 if exc is None else _status_of(exc)
+        try:
+            _account(self.endpoint, self, status)
+        except Exception:  # monitoring never fails a prediction
+            log.exception("could not record the invocation of %s", self.endpoint)
+
+
+Observed = observe
 
 
 def _status_of(exc: BaseException) -> int:
