@@ -126,15 +126,19 @@ def put_alarm(name: str, alarm: str, body: AlarmBody) -> dict[str, Any]:
     """
     if body.name is not None and body.name != alarm:
         raise BadRequestError(f"the body names alarm {body.name!r}, the path {alarm!r}")
-    return service.put_alarm(
-        ports().metadata, name, {**body.model_dump(exclude={"name"}), "name": alarm}
-    )
+    p = ports()
+    item = service.put_alarm(p.metadata, name, {**body.model_dump(exclude={"name"}), "name": alarm})
+    schedule.sync_alarm(p, name, alarm, item["definition"])
+    return item
 
 
 @api.operation("/endpoints/{name}/alarms/{alarm}", "DELETE")
 def delete_alarm(name: str, alarm: str) -> dict[str, Any]:
     """Delete an alarm."""
-    return service.delete_alarm(ports().metadata, name, alarm)
+    p = ports()
+    deleted = service.delete_alarm(p.metadata, name, alarm)
+    schedule.sync_alarm(p, name, alarm, None)
+    return deleted
 
 
 @api.operation("/dashboard", "GET")

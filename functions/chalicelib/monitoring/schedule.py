@@ -82,6 +82,35 @@ def scheduled_round(ports: Any, now: dt.datetime | None = None) -> dict[str, Any
     return done
 
 
+# --- CloudWatch alarms (AWS) ------------------------------------------------------------------
+
+
+def cloudwatch_alarm_name(ports: Any, endpoint: str, alarm: str) -> str:
+    """Alarms are named ``<stack>-<endpoint>-<alarm>`` (the functions role may change only
+    its stack's alarms)."""
+    return f"{ports.settings.stack_name}-{endpoint}-{alarm}"[:255]
+
+
+def sync_alarm(ports: Any, endpoint: str, alarm: str, definition: dict[str, Any] | None) -> None:
+    """On AWS, mirror a stored alarm definition as a CloudWatch alarm (None: delete it);
+    locally the monitoring loop evaluates the stored definitions and nothing happens here."""
+    if ports.settings.profile != "aws":
+        return
+    from chalicelib import aws
+    from chalicelib.adapters.cloudwatch import CloudWatchAlarms
+
+    cloudwatch = CloudWatchAlarms(aws.client("cloudwatch"))
+    name = cloudwatch_alarm_name(ports, endpoint, alarm)
+    if definition is None:
+        cloudwatch.delete(name)
+        return
+    parsed = alarms.AlarmDefinition.model_validate(definition)
+    topic = ports.settings.alarm_topic_arn
+    args = alarms.put_metric_alarm_args(parsed, [topic] if topic and parsed.actions else [])
+    args["AlarmName"] = name
+    cloudwatch.put(args)
+
+
 # --- alarm actions ---------------------------------------------------------------------------
 
 
