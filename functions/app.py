@@ -56,3 +56,13 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.runtime import ports
 
     return schedule.scheduled_round(ports())
+
+
+@app.lambda_function(name="alarm_action")
+def alarm_action(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """SNS (MonitoringAlarmTopic): an endpoint's CloudWatch alarm entered ALARM -> its
+    actions (rollback, retrain)."""
+    from chalicelib.monitoring import schedule
+    from chalicelib.runtime import ports
+
+    return schedule.on_alarm_notification(ports(), event)

@@ -43,6 +43,7 @@ def test_handlers_and_chalice_functions_match_the_registry() -> None:
         *workflow.FUNCTIONS,
         "retrain",
         "monitor",
+        "alarm_action",
     }
     # Chalice deploys each as "app.<function>": the module attribute must be the handler.
     import app as app_module

@@ -18,6 +18,7 @@ modules (``alarms.register_action``), registered on import.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any
 
@@ -109,6 +110,42 @@ def sync_alarm(ports: Any, endpoint: str, alarm: str, definition: dict[str, Any]
     args = alarms.put_metric_alarm_args(parsed, [topic] if topic and parsed.actions else [])
     args["AlarmName"] = name
     cloudwatch.put(args)
+
+
+def on_alarm_notification(ports: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """The ``alarm_action`` Lambda (subscribed to ``MonitoringAlarmTopic``): a CloudWatch
+    alarm of an endpoint entered ALARM -> run its definition's actions (rollback, retrain),
+    as the local monitoring loop does when it evaluates the alarm itself."""
+    done: dict[str, Any] = {}
+    for record in event.get("Records") or []:
+        try:
+            message = json.loads(record["Sns"]["Message"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not isinstance(message, dict):
+            continue
+        name = str(message.get("AlarmName", ""))
+        if message.get("NewStateValue") != "ALARM":
+            done[name] = "ignored"
+            continue
+        for rec in ports.metadata.query(service.MONITORING_TABLE, "alarm/"):
+            endpoint = rec.item["endpoint"]
+            definition = alarms.AlarmDefinition.model_validate(rec.item["definition"])
+            if cloudwatch_alarm_name(ports, endpoint, definition.name) != name:
+                continue
+            result = alarms.AlarmResult(
+                name=definition.name,
+                state="ALARM",
+                previous_state=message.get("OldStateValue") or "OK",
+                reason=str(message.get("NewStateReason", ""))[:1000],
+                datapoints=[],
+                evaluated_at=str(message.get("StateChangeTime", "")),
+                changed=True,
+                threshold=definition.threshold,
+                comparison_operator=definition.comparison_operator,
+            )
+            done[name] = alarms.fire(ports, endpoint, definition, result)
+    return done
 
 
 # --- alarm actions ---------------------------------------------------------------------------
