@@ -655,6 +655,16 @@ def test_monitoring_schedule_alarms_and_dashboard(resources: dict[str, Any]) -> 
     )  # fmt: skip
     assert alarm["AlarmActions"] == [{"Ref": "MonitoringAlarmTopic"}]
     assert resources["MonitoringAlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = resources["AlarmActionSubscription"]["Properties"]
+    assert subscription["TopicArn"] == {"Ref": "MonitoringAlarmTopic"}
+    assert (subscription["Protocol"], subscription["Endpoint"]) == (
+        "lambda",
+        get_att("AlarmAction"),
+    )
+    invoke = resources["AlarmActionPermission"]["Properties"]
+    assert (invoke["Principal"], invoke["SourceArn"]) == (
+        "sns.amazonaws.com", {"Ref": "MonitoringAlarmTopic"},
+    )  # fmt: skip
     (dashboard,) = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
     body = sub_text(dashboard["Properties"]["DashboardBody"])
     rendered = json.loads(_SUB_VARIABLE.sub(lambda m: m.group(1), body))
