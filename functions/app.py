@@ -14,14 +14,23 @@ from typing import Any
 from chalice import Chalice
 
 from chalicelib import steps, triggers, workflow
-from chalicelib.api import batch, datasets, endpoints, models, pipelines, preprocessing, system
+from chalicelib.api import (
+    batch,
+    datasets,
+    endpoints,
+    models,
+    monitoring,
+    pipelines,
+    preprocessing,
+    system,
+)
 
 app = Chalice(app_name="mlpipe")
 # Parquet uploads are bytes; API Gateway must pass them through unmangled.
 app.api.binary_types.extend(["application/vnd.apache.parquet", "application/octet-stream"])
 app.log.setLevel(logging.INFO)
 
-for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints, batch):
+for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints, batch, monitoring):
     app.register_blueprint(blueprint.api)
 
 # One Lambda per registry entry; Chalice names the deployed handler "app.<function>", so
@@ -38,3 +47,23 @@ def retrain(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.runtime import ports
 
     return triggers.handle(ports(), event)
+
+
+@app.lambda_function(name="monitor")
+def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """EventBridge (DriftCheckSchedule): drift checks, model quality and alarms for every
+    endpoint (chalicelib/monitoring/schedule.py)."""
+    from chalicelib.monitoring import schedule
+    from chalicelib.runtime import ports
+
+    return schedule.scheduled_round(ports())
+
+
+@app.lambda_function(name="alarm_action")
+def alarm_action(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """SNS (MonitoringAlarmTopic): an endpoint's CloudWatch alarm entered ALARM -> its
+    actions (rollback, retrain)."""
+    from chalicelib.monitoring import schedule
+    from chalicelib.runtime import ports
+
+    return schedule.on_alarm_notification(ports(), event)

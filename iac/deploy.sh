@@ -190,6 +190,8 @@ log "image: $SKLEARN_IMAGE_URI"
 rm -rf "$ROOT/functions/vendor/mlcontract"
 mkdir -p "$ROOT/functions/vendor/mlcontract"
 cp sagemaker_jobs/mlcontract/*.py sagemaker_jobs/mlcontract/*.json "$ROOT/functions/vendor/mlcontract/"
+# The API aggregates endpoint metrics with the model server's own module (monitoring).
+cp sagemaker_jobs/telemetry.py "$ROOT/functions/vendor/telemetry.py"
 log "chalice package --stage $CHALICE_STAGE --merge-template ../iac/template.yaml ../build"
 (cd "$ROOT/functions" && "$CHALICE" package --stage "$CHALICE_STAGE" \
   --merge-template ../iac/template.yaml ../build)

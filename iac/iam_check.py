@@ -33,7 +33,7 @@ ROLE = "MlpipeFunctionsRole"
 
 # Client attribute in the adapters -> botocore service name.
 RECEIVERS = {"s3": "s3", "db": "dynamodb", "sfn": "stepfunctions", "sm": "sagemaker",
-             "runtime": "sagemaker-runtime", "glue": "glue",
+             "runtime": "sagemaker-runtime", "glue": "glue", "cw": "cloudwatch",
              "secrets": "secretsmanager"}  # fmt: skip
 # awswrangler functions the adapters call -> the Glue actions they make (awswrangler 3.17.1,
 # catalog/_create.py and _delete.py: overwrite = get, then update or create, or delete and
@@ -51,7 +51,7 @@ LIBRARY_CALLS = {
 # botocore service -> IAM service prefix.
 PREFIX = {"s3": "s3", "dynamodb": "dynamodb", "stepfunctions": "states",
           "sagemaker": "sagemaker", "sagemaker-runtime": "sagemaker", "glue": "glue",
-          "secretsmanager": "secretsmanager"}  # fmt: skip
+          "secretsmanager": "secretsmanager", "cloudwatch": "cloudwatch"}  # fmt: skip
 # Client methods that are not service operations (boto3's managed transfers).
 TRANSFERS = {("s3", "upload_file"): ["s3:PutObject", "s3:AbortMultipartUpload"],
              ("s3", "download_file"): ["s3:GetObject"],
@@ -78,7 +78,8 @@ ACTIONS = {
 RUNTIME_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 # Actions without resource-level permissions: "Resource": "*" is allowed only for these.
 STAR_RESOURCE_ACTIONS = frozenset(
-    {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken", "logs:CreateLogDelivery",
+    {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics",
+     "ecr:GetAuthorizationToken", "logs:CreateLogDelivery",
      "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
      "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
      "logs:DescribeLogGroups"}

@@ -63,6 +63,8 @@ def chalice_package(out: Path = OUT, *, with_requirements: bool = False) -> Path
         work / "functions" / "vendor" / "mlcontract",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    # The API aggregates endpoint metrics with the model server's own module.
+    shutil.copy(ROOT / "sagemaker_jobs" / "telemetry.py", work / "functions" / "vendor")
     (work / "iac").mkdir()
     shutil.copy(ROOT / "iac" / "template.yaml", work / "iac" / "template.yaml")
     (work / "stepfunctions").mkdir()

@@ -8,48 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chalicelib.monitoring import baseline
+
 
 def baseline_of(frame: pd.DataFrame, types: dict[str, str]) -> dict[str, Any]:
-    columns = []
-    for name, kind in types.items():
-        col = frame[name]
-        present = col.dropna()
-        spec: dict[str, Any] = {
-            "name": name,
-            "type": kind,
-            "count": len(present),
-            "missing": int(col.isna().sum()),
-            "distinct": int(present.nunique()),
-        }
-        if kind in ("integer", "number"):
-            values = present.to_numpy(dtype=np.float64)
-            edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)))
-            counts = (
-                np.histogram(values, bins=edges)[0] if len(edges) > 1 else np.array([], dtype=int)
-            )
-            rng = np.random.default_rng(0)
-            sample = rng.choice(values, size=min(1000, len(values)), replace=False)
-            spec.update(
-                min=float(values.min()),
-                max=float(values.max()),
-                mean=float(values.mean()),
-                std=float(values.std()),
-                quantiles={
-                    f"p{q:02d}": float(np.quantile(values, q / 100))
-                    for q in (1, 5, 25, 50, 75, 95, 99)
-                },
-                histogram={"edges": edges.tolist(), "counts": counts.astype(int).tolist()},
-                sample=sample.tolist(),
-            )
-        else:
-            counts = present.astype(str).value_counts()
-            ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            top = ordered[:50]
-            spec.update(
-                top=[[v, int(c)] for v, c in top], other=int(sum(c for _, c in ordered[50:]))
-            )
-        columns.append(spec)
-    return {"format": 1, "rows": len(frame), "columns": columns}
+    return baseline.of_frame(frame, types)
 
 
 TYPES = {f"x{i}": "number" for i in range(6)} | {

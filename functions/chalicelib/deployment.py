@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 from chalicelib import concurrency, registry, scoring, tables
@@ -301,15 +302,32 @@ def _signature(ports: Ports, model: str, number: int) -> list[dict[str, str]]:
     return sig
 
 
-def invoke(ports: Ports, name: str, body: bytes, content_type: str) -> dict[str, Any]:
+def invoke(
+    ports: Ports,
+    name: str,
+    body: bytes,
+    content_type: str,
+    trace: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict. ``trace`` (monitoring) receives the served ``version``, the ``model_ns``
+    spent in the runtime, and the model's ``input``/``output`` bodies."""
     item = _record(ports, name)
     model, number = item["model"], int(item["version"])
+    if trace is not None:
+        trace["version"] = number
     canonical = scoring.parse(body, content_type, _signature(ports, model, number))
+    model_body = json.dumps(canonical).encode()
+    started = time.perf_counter_ns()
     try:
-        raw = ports.endpoints.invoke(name, json.dumps(canonical).encode(), "application/json")
+        raw = ports.endpoints.invoke(name, model_body, "application/json")
     except ModelInputError as exc:
         raise BadRequestError(f"the model rejected the input: {exc}") from None
     except EndpointNotReadyError as exc:
         raise ConflictError(f"endpoint {name!r} cannot serve: {exc}") from None
+    finally:
+        if trace is not None:
+            trace["model_ns"] = time.perf_counter_ns() - started
+    if trace is not None:
+        trace["input"], trace["output"] = model_body, raw
     result = json.loads(raw)
     return {**result, "model": model, "model_version": number}

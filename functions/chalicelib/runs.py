@@ -22,6 +22,7 @@ from chalicelib.errors import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from chalicelib.monitoring import pipeline_metrics
 from chalicelib.ports import (
     TERMINAL_EVENTS,
     ExecutionNotFoundError,
@@ -134,6 +135,7 @@ def launch(
         )
         raise ServiceUnavailableError(message) from None
     update(ports, run_id, execution_arn=arn)
+    pipeline_metrics.on_run_started(ports, record)
     return {"run_id": run_id, "status": "RUNNING", "kind": kind, **fields}
 
 

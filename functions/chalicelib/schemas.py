@@ -153,6 +153,10 @@ class EndpointCreate(Strict):
     model: Name
     alias: Name | None = None
     version: int | None = Field(default=None, ge=1)
+    # Monitoring: the percentage of requests captured (PUT .../data-capture changes it).
+    data_capture_percent: float | None = Field(
+        default=None, ge=0, le=100, description="Data capture sampling percentage (0-100)."
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> EndpointCreate:

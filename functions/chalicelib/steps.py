@@ -18,6 +18,7 @@ from typing import Any
 
 from chalicelib import cleaning, datasets, deployment, registry, runs, workflow
 from chalicelib.errors import MLPipeError, StepError, TransientError
+from chalicelib.monitoring import baseline, pipeline_metrics
 from chalicelib.names import sagemaker_name
 from chalicelib.ports import JobKind, JobSpec, TooLargeError
 from chalicelib.preprocessing import split
@@ -197,11 +198,16 @@ def split_data(ctx: StepContext) -> StepResult:
     store = ctx.ports.store
     store.put_bytes(f"{ctx.prefix}/split/train/data.parquet", datasets.to_parquet(train))
     store.put_bytes(f"{ctx.prefix}/split/test/data.parquet", datasets.to_parquet(test))
+    # The drift baseline of the model version this run registers (monitoring).
+    features = {c: datasets.column_type(train[c]) for c in train.columns if c != spec.target}
+    baseline_key = f"{ctx.prefix}/split/baseline.json"
+    store.put_bytes(baseline_key, json.dumps(baseline.of_frame(train, features)).encode())
     result = {
         "train": f"{ctx.prefix}/split/train",
         "test": f"{ctx.prefix}/split/test",
         "train_rows": len(train),
         "test_rows": len(test),
+        "baseline": baseline_key,
     }
     return StepResult(result, detail={"detail": result})
 
@@ -368,6 +374,7 @@ def register(ctx: StepContext) -> StepResult:
             "classes": facts.get("classes"),
             "excluded_columns": facts.get("excluded_columns", [])[:200],
             "preprocessing": facts.get("preprocessing", []),
+            "baseline_key": ctx.event["split"].get("baseline"),
         },
     )  # fmt: skip
     model = {"name": name, "version": version["version"]}
@@ -402,6 +409,7 @@ ON_END: dict[str, Callable[[StepContext, dict[str, Any]], None]] = {}
 
 
 def _ended(ctx: StepContext, run: dict[str, Any]) -> None:
+    pipeline_metrics.on_run_ended(ctx.ports, run)  # every kind: RunsSucceeded/Failed, steps
     hook = ON_END.get(str(ctx.event.get("kind", "pipeline")))
     if hook is not None:
         hook(ctx, run)

@@ -26,13 +26,15 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalicelib.monitoring import service, steps
+from chalicelib.monitoring import schedule, service, steps
 from chalicelib.monitoring.store import MetricsStore
 from chalicelib.settings import Settings as MonitoringSettings
 from chalicelib.settings import get_settings as get_monitoring_settings
 from mlcontract import monitoring as mon
 
 log = logging.getLogger("mlpipe.local.monitoring")
+# Imported for its alarm actions (rollback, retrain), registered on import.
+ALARM_ACTIONS = schedule.alarms.ACTIONS
 
 
 def pull(base_url: str, timeout: float = 2.0) -> dict[str, Any]:

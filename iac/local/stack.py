@@ -37,6 +37,7 @@ from moto.server import ThreadedMotoServer
 import stepfunctions
 from chalicelib import aws, runs, runtime, tables, workflow
 from chalicelib.adapters.stepfunctions import StepFunctionsOrchestrator
+from chalicelib.monitoring import invocations
 from chalicelib.ports import TERMINAL_EVENTS, ExecutionNotFoundError, ObjectStore
 from chalicelib.runtime import Ports
 from chalicelib.settings import Settings
@@ -45,6 +46,7 @@ from iac.local.endpoints import LocalEndpointRuntime
 from iac.local.files import FileObjectStore
 from iac.local.jobs import JOBS_SOURCE_DIR, LocalJobRunner
 from iac.local.metrics_store import SqliteMetricsStore
+from iac.local.monitoring_loop import MonitoringLoop
 from iac.local.sqlite import SqliteMetadata
 
 log = logging.getLogger("mlpipe.stack")
@@ -181,6 +183,7 @@ class LocalStack:
     ports: Ports
     _lock_handle: IO[str] | None = field(default=None, repr=False)
     _stopped: bool = False
+    monitoring: MonitoringLoop | None = None
 
     def stop(self) -> None:
         """Runs in flight end Interrupted (their histories kept), jobs are stopped, the
@@ -202,6 +205,9 @@ class LocalStack:
         if interrupted or stopped_jobs:
             log.info("stopped: %d run(s) interrupted, %d job(s) stopped",
                      len(interrupted), stopped_jobs)  # fmt: skip
+        if self.monitoring is not None:
+            self.monitoring.stop()
+        invocations.reset()  # writes the last invocation metrics and captures
         runtime.install(None)
         lambda_plug.uninstall()
         self.server.stop()
@@ -319,12 +325,32 @@ def _start(
         ),
         metrics=SqliteMetricsStore(settings.metrics_path),
     )
+    invocations.reset()  # a monitor left by an earlier stack in this process has its settings
     runtime.install(wired)
     _install_handlers()
     _provision(endpoint, state_machine_arn)
     _recover(wired)
+    loop = _monitoring(wired)
     log.info("local stack: AWS endpoint %s, data in %s", endpoint, data_dir)
-    return LocalStack(data_dir, server, endpoint, state_machine_arn, wired, lock_handle)
+    return LocalStack(
+        data_dir, server, endpoint, state_machine_arn, wired, lock_handle, monitoring=loop
+    )
+
+
+def _monitoring(wired: Ports) -> MonitoringLoop:
+    """What CloudWatch and EventBridge do on AWS: metrics pulled from model servers, alarms
+    evaluated, drift checked on schedule (iac/local/monitoring_loop.py)."""
+
+    def servers() -> dict[str, str]:  # model servers, when the runtime runs any
+        listing = getattr(wired.endpoints, "metrics_urls", None)
+        return dict(listing()) if callable(listing) else {}
+
+    def endpoints() -> list[str]:
+        return [r.item["name"] for r in wired.metadata.query(tables.ENDPOINTS)]
+
+    loop = MonitoringLoop(wired, wired.metrics, servers, endpoints, settings=wired.settings)
+    loop.start()
+    return loop
 
 
 def _install_handlers() -> None:

@@ -54,7 +54,7 @@ def test_cfn_lint_passes_the_transformed_template_and_reports_an_injected_runtim
     assert package_template.lint(template) == []
     broken = json.loads(json.dumps(template))
     functions = [k for k, v in broken["Resources"].items() if v["Type"] == "AWS::Lambda::Function"]
-    assert len(functions) == len(workflow.FUNCTIONS) + 2  # the steps, the API, retrain
+    assert len(functions) == len(workflow.FUNCTIONS) + 4  # steps, API, retrain, monitor, alarms
     assert all(broken["Resources"][f]["Properties"]["Runtime"] == "python3.11" for f in functions)
     broken["Resources"][functions[0]]["Properties"]["Runtime"] = "python3.99"
     problems = package_template.lint(broken)

@@ -43,6 +43,8 @@ TABLE = "MetadataTable"
 STAR_RESOURCE_ACTIONS = frozenset(
     {
         "cloudwatch:PutMetricData",
+        "cloudwatch:GetMetricData",
+        "cloudwatch:ListMetrics",
         "ecr:GetAuthorizationToken",
         # Step Functions' CloudWatch Logs delivery (vended logs).
         "logs:CreateLogDelivery",
@@ -497,7 +499,8 @@ def test_functions_cannot_write_the_job_code(resources: dict[str, Any]) -> None:
         paths = [sub_text(r).removeprefix("${" + BUCKET + ".Arn}") for r in as_list(
             statement["Resource"])]  # fmt: skip
         if statement["Effect"] == "Allow":
-            assert all(p in ("/datasets/*", "/runs/*") for p in paths), paths
+            writable = ("/datasets/*", "/runs/*", "/datacapture/*", "/feedback/*", "/monitoring/*")
+            assert all(p in writable for p in paths), paths
         else:
             assert paths == ["/code/*"]
 
@@ -529,10 +532,13 @@ def test_lambda_data_access_is_this_stacks_bucket_and_table(resources: dict[str,
     )
 
 
-def test_sagemaker_role_reads_code_and_runs_and_writes_runs_only(
+def test_sagemaker_role_reads_and_writes_only_its_prefixes(
     resources: dict[str, Any],
 ) -> None:
-    readable = ("/code/*", "/runs/*", "/datasets/*")  # datasets: batch transform input
+    # runs/: jobs; datasets/: batch transform input; monitoring/ and datacapture/: drift
+    # checks and endpoint data capture.
+    readable = ("/code/*", "/runs/*", "/datasets/*", "/datacapture/*", "/monitoring/*")
+    writable = ("/runs/*", "/monitoring/*", "/datacapture/*")
     for statement in role_statements(resources, SAGEMAKER_ROLE):
         actions = as_list(statement["Action"])
         if not any(a.startswith("s3:") for a in actions):
@@ -541,12 +547,18 @@ def test_sagemaker_role_reads_code_and_runs_and_writes_runs_only(
         if actions == ["s3:ListBucket"]:
             assert statement["Resource"] == get_att(BUCKET)
             prefixes = statement["Condition"]["StringLike"]["s3:prefix"]
-            assert sorted(prefixes) == ["code/*", "datasets/*", "runs/*"]
+            assert sorted(prefixes) == [
+                "code/*",
+                "datacapture/*",
+                "datasets/*",
+                "monitoring/*",
+                "runs/*",
+            ]
             continue
         for resource in as_list(statement["Resource"]):
             path = sub_text(resource).removeprefix("${" + BUCKET + ".Arn}")
             writes = {"s3:PutObject", "s3:DeleteObject"} & set(actions)
-            assert path in (("/runs/*",) if writes else readable), (actions, path)
+            assert path in (writable if writes else readable), (actions, path)
 
 
 # --- storage --------------------------------------------------------------------------------
@@ -636,6 +648,49 @@ def test_dashboard_body_is_valid_json_with_the_metrics(resources: dict[str, Any]
             )
     for metric in ("Invocations", "ModelLatency"):
         assert f'{{AWS/SageMaker,EndpointName,VariantName}} MetricName="{metric}"' in expressions
+
+
+def test_monitoring_schedule_alarms_and_dashboard(resources: dict[str, Any]) -> None:
+    """Issue 8: scheduled drift checks (EventBridge -> the monitor Lambda), the failed-runs
+    alarm on our EMF metric notifying the alarm topic, and our metrics on the dashboard."""
+    rule = resources["DriftCheckSchedule"]["Properties"]
+    assert sub_text(rule["ScheduleExpression"]) == "rate(${DriftScheduleMinutes} minutes)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == get_att("Monitor")
+    permission = resources["DriftCheckSchedulePermission"]["Properties"]
+    assert permission["FunctionName"] == {"Ref": "Monitor"}
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == get_att("DriftCheckSchedule")
+    alarm = resources["RunsFailedAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "mlpipe", "RunsFailed", "Sum",
+    )  # fmt: skip
+    assert alarm["AlarmActions"] == [{"Ref": "MonitoringAlarmTopic"}]
+    assert resources["MonitoringAlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = resources["AlarmActionSubscription"]["Properties"]
+    assert subscription["TopicArn"] == {"Ref": "MonitoringAlarmTopic"}
+    assert (subscription["Protocol"], subscription["Endpoint"]) == (
+        "lambda",
+        get_att("AlarmAction"),
+    )
+    invoke = resources["AlarmActionPermission"]["Properties"]
+    assert (invoke["Principal"], invoke["SourceArn"]) == (
+        "sns.amazonaws.com", {"Ref": "MonitoringAlarmTopic"},
+    )  # fmt: skip
+    (dashboard,) = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    body = sub_text(dashboard["Properties"]["DashboardBody"])
+    rendered = json.loads(_SUB_VARIABLE.sub(lambda m: m.group(1), body))
+    _, expressions = dashboard_metrics(rendered["widgets"])
+    for dims, metric in [
+        ("mlpipe,EndpointName", "Invocations"),
+        ("mlpipe,EndpointName", "Invocation5XXErrors"),
+        ("mlpipe,EndpointName", "ModelLatency"),
+        ("mlpipe,EndpointName,Feature", "FeatureDrift"),
+        ("mlpipe,EndpointName", "Accuracy"),
+        ("mlpipe,Pipeline", "RunsFailed"),
+        ("mlpipe,Pipeline,Step", "StepDuration"),
+    ]:
+        assert f'{{{dims}}} MetricName="{metric}"' in expressions, metric
 
 
 def test_outputs(template: dict[str, Any]) -> None:

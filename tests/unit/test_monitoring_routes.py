@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chalice import Chalice
 from chalice.test import Client
 
+import app
 import datacapture
 from chalicelib.api import monitoring as routes
 from chalicelib.monitoring import service
@@ -23,9 +23,9 @@ from mlcontract import monitoring as mon
 from tests.monitoring_helpers import TYPES, baseline_of, traffic
 
 SIGNATURE = [{"name": n, "type": t} for n, t in TYPES.items()]
-# A blueprint registers into one app per process (Chalice keeps its routes on it).
-APP = Chalice(app_name="monitoring-test")
-APP.register_blueprint(routes.bp)
+# The real app (a blueprint registers into one app per process); the routes' ports are
+# replaced per test.
+APP = app.app
 
 
 @dataclass

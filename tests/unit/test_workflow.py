@@ -38,8 +38,13 @@ def test_handlers_and_chalice_functions_match_the_registry() -> None:
     from app import app
 
     assert set(steps.HANDLERS) == set(workflow.FUNCTIONS)
-    # The step functions, and the one Lambda outside the state machine (retraining triggers).
-    assert {f.name for f in app.pure_lambda_functions} == {*workflow.FUNCTIONS, "retrain"}
+    # The step functions, and the Lambdas outside the state machine (retraining, monitoring).
+    assert {f.name for f in app.pure_lambda_functions} == {
+        *workflow.FUNCTIONS,
+        "retrain",
+        "monitor",
+        "alarm_action",
+    }
     # Chalice deploys each as "app.<function>": the module attribute must be the handler.
     import app as app_module
 

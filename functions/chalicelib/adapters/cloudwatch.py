@@ -107,3 +107,18 @@ class CloudWatchMetricsStore:
                 )
         unique = {(m["MetricName"], dims_key(m["Dimensions"])): m for m in found}
         return [unique[k] for k in sorted(unique)]
+
+
+class CloudWatchAlarms:
+    """AWS profile: an endpoint's alarms as CloudWatch alarms (``PUT/DELETE
+    /endpoints/{name}/alarms/{alarm}``); CloudWatch evaluates them and notifies the topic."""
+
+    def __init__(self, cloudwatch: Any) -> None:
+        self.cw = cloudwatch
+
+    def put(self, args: Mapping[str, Any]) -> None:
+        """``args`` from ``chalicelib.monitoring.alarms.put_metric_alarm_args``."""
+        self.cw.put_metric_alarm(**args)
+
+    def delete(self, name: str) -> None:
+        self.cw.delete_alarms(AlarmNames=[name])

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalice import Response
+
 from chalicelib import deployment
-from chalicelib.api import Api, request_bytes
+from chalicelib.api import Api, request_bytes, to_response
+from chalicelib.monitoring import invocations
+from chalicelib.monitoring import service as monitoring_service
+from chalicelib.monitoring.service import CaptureConfig
 from chalicelib.runtime import ports
 from chalicelib.schemas import EndpointCreate
 
@@ -32,8 +37,17 @@ _INVOCATION_BODY = {
 
 @api.operation("/endpoints", "POST", status=201, body=EndpointCreate, errors=(409,))
 def create_endpoint(body: EndpointCreate) -> dict[str, Any]:
-    """Deploy a model version, or an alias (the endpoint then follows it), to an endpoint."""
-    return deployment.create(ports(), body)
+    """Deploy a model version, or an alias (the endpoint then follows it), to an endpoint.
+
+    ``data_capture_percent`` sets the share of requests captured (monitoring).
+    """
+    created = deployment.create(ports(), body)
+    if body.data_capture_percent is not None:
+        monitoring_service.set_capture(
+            ports().metadata, body.name, CaptureConfig(sampling_percent=body.data_capture_percent)
+        )
+        invocations.monitor().set_sampling(body.name, body.data_capture_percent)
+    return created
 
 
 @api.operation("/endpoints", "GET")
@@ -68,13 +82,16 @@ def rollback_endpoint(name: str) -> dict[str, Any]:
     raw_body=_INVOCATION_BODY,
     errors=(409,),
 )
-def invoke_endpoint(name: str) -> dict[str, Any]:
+def invoke_endpoint(name: str) -> Response:
     """Predict (MLflow scoring protocol).
 
     JSON with exactly one of dataframe_split, dataframe_records, instances or inputs, or
     text/csv with a header; at most 10,000 rows. Rows are checked against the model's
-    signature.
+    signature. The response's X-Inference-Id header names the request (for feedback);
+    requests are counted and timed, and sampled into data capture (monitoring).
     """
     request = api.current_request
     content_type = request.headers.get("content-type", "application/json")
-    return deployment.invoke(ports(), name, request_bytes(request), content_type)
+    with invocations.observe(name, request.headers.get("x-inference-id")) as seen:
+        result = deployment.invoke(ports(), name, request_bytes(request), content_type, seen.trace)
+        return to_response(result, headers={"X-Inference-Id": seen.inference_id})

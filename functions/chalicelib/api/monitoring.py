@@ -1,188 +1,150 @@
-"""Monitoring routes (a Chalice Blueprint; app.py registers it: see INTEGRATION-monitoring.md).
+"""Monitoring routes: metrics (CloudWatch GetMetricData shape), data capture settings,
+accuracy feedback and performance, drift checks, alarms and the dashboard page.
 
-Handlers are one to three lines: parse, call ``chalicelib.monitoring.service``, return.
+Handlers stay thin: the parsed input goes to ``chalicelib.monitoring.service``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
-import logging
-from collections.abc import Callable
 from typing import Any
 
-from chalice import Blueprint, Response
-from pydantic import BaseModel
+from chalice import Response
 
-from chalicelib.errors import BadRequestError, MLPipeError
-from chalicelib.monitoring import dashboards, service
-from chalicelib.names import check_name
+from chalicelib.api import Api, to_response
+from chalicelib.errors import BadRequestError
+from chalicelib.monitoring import alarms, dashboards, feedback, invocations, schedule, service
+from chalicelib.names import Name
 from chalicelib.runtime import ports
 
-bp = Blueprint(__name__)
-log = logging.getLogger("mlpipe.api.monitoring")
-
-# (method, path) -> (summary, request model, success status): for chalicelib.openapi.
-OPERATIONS: dict[tuple[str, str], tuple[str, type[BaseModel] | None, int]] = {
-    ("GET", "/endpoints/{name}/metrics"): (
-        "Endpoint metrics in the shape of CloudWatch GetMetricData "
-        "(?metric=&stat=&period=&start=&end=&variant=&version=)",
-        None,
-        200,
-    ),
-    ("GET", "/pipelines/{name}/metrics"): (
-        "Pipeline metrics (GetMetricData shape; ?step=)",
-        None,
-        200,
-    ),
-    ("GET", "/endpoints/{name}/data-capture"): ("The endpoint's data capture settings", None, 200),
-    ("PUT", "/endpoints/{name}/data-capture"): (
-        "Set the sampling percentage",
-        service.CaptureConfig,
-        200,
-    ),
-    ("POST", "/endpoints/{name}/feedback"): ("Ground truth by inference id", None, 202),
-    ("GET", "/endpoints/{name}/performance"): ("Accuracy/F1 or RMSE/MAE per window", None, 200),
-    ("POST", "/endpoints/{name}/drift-checks"): ("Run a drift check now", None, 200),
-    ("GET", "/endpoints/{name}/drift"): ("The latest drift report, per feature", None, 200),
-    ("GET", "/endpoints/{name}/alarms"): ("Alarms and their states", None, 200),
-    ("PUT", "/endpoints/{name}/alarms/{alarm}"): ("Define an alarm", None, 200),
-    ("DELETE", "/endpoints/{name}/alarms/{alarm}"): ("Delete an alarm", None, 200),
-    ("GET", "/dashboard"): ("The monitoring dashboard (HTML)", None, 200),
-}
+api = Api(__name__)
 
 
-def _api(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """As app.py's ``api``: domain errors -> their 4xx, anything else a bare logged 500."""
+class AlarmBody(alarms.AlarmDefinition):
+    """An alarm definition; its name is the path's (a ``name`` in the body must match)."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MLPipeError as exc:
-            if exc.status_code >= 500:
-                log.error("%s: %s", exc.code, exc.message)
-            return Response({"Code": exc.code, "Message": exc.message}, status_code=exc.status_code)
-        except Exception:
-            log.exception("unhandled error in %s", fn.__name__)
-            return Response({"Code": "InternalError", "Message": "internal error"}, status_code=500)
-
-    return wrapper
+    name: Name | None = None  # type: ignore[assignment]
 
 
-def _name(value: str, what: str) -> str:
-    try:
-        return check_name(value, what)
-    except ValueError as exc:
-        raise BadRequestError(str(exc)) from None
+@api.operation("/endpoints/{name}/metrics", "GET", query=service.MetricsParams)
+def endpoint_metrics(name: str, query: service.MetricsParams) -> dict[str, Any]:
+    """Endpoint metrics in the shape of CloudWatch GetMetricData.
+
+    ``metric`` and ``stat`` are comma lists (every pair is queried; default: invocations,
+    errors, latency percentiles, CPU and memory), ``period`` seconds (10, 30 or a multiple
+    of 60), ``start``/``end`` ISO 8601 or epoch seconds (default: the last 3 hours),
+    ``variant`` and ``version`` narrow the dimensions. Answers ``MetricDataResults`` with
+    ``Label``, ``Timestamps`` and ``Values`` per series.
+    """
+    return service.endpoint_metrics(service.metrics_of(ports()), name, query)
 
 
-def _json() -> Any:
-    request = bp.current_request
-    raw = (request.raw_body if request is not None else b"") or b""
-    try:
-        return json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequestError("the request body is not valid JSON") from None
+@api.operation("/pipelines/{name}/metrics", "GET", query=service.MetricsParams)
+def pipeline_metrics(name: str, query: service.MetricsParams) -> dict[str, Any]:
+    """Pipeline metrics in the shape of CloudWatch GetMetricData.
+
+    Default: RunsStarted, RunsSucceeded, RunsFailed (Sum) and one StepDuration series per
+    step (Label = the step); ``step`` narrows to one step's duration.
+    """
+    return service.pipeline_metrics(service.metrics_of(ports()), name, query)
 
 
-def _query() -> dict[str, str]:
-    request = bp.current_request
-    return dict(request.query_params or {}) if request is not None else {}
-
-
-@bp.route("/endpoints/{name}/metrics", methods=["GET"])
-@_api
-def endpoint_metrics(name: str) -> dict[str, Any]:
-    params = service.MetricsParams.parse(_query())
-    return service.endpoint_metrics(
-        service.metrics_of(ports()), _name(name, "endpoint name"), params
-    )
-
-
-@bp.route("/pipelines/{name}/metrics", methods=["GET"])
-@_api
-def pipeline_metrics(name: str) -> dict[str, Any]:
-    params = service.MetricsParams.parse(_query())
-    return service.pipeline_metrics(
-        service.metrics_of(ports()), _name(name, "pipeline name"), params
-    )
-
-
-@bp.route("/endpoints/{name}/data-capture", methods=["GET"])
-@_api
+@api.operation("/endpoints/{name}/data-capture", "GET")
 def get_data_capture(name: str) -> dict[str, Any]:
-    return service.get_capture(ports().metadata, _name(name, "endpoint name"))
+    """The endpoint's data capture settings (sampling percentage)."""
+    return service.get_capture(ports().metadata, name)
 
 
-@bp.route("/endpoints/{name}/data-capture", methods=["PUT"])
-@_api
-def put_data_capture(name: str) -> dict[str, Any]:
-    config = service.parse_body(service.CaptureConfig, _json())
-    return service.set_capture(ports().metadata, _name(name, "endpoint name"), config)
+@api.operation("/endpoints/{name}/data-capture", "PUT", body=service.CaptureConfig)
+def put_data_capture(name: str, body: service.CaptureConfig) -> dict[str, Any]:
+    """Set the percentage of requests captured (0-100) under datacapture/ in the object store.
+
+    Captured requests and predictions are JSON lines in SageMaker's data-capture format and
+    layout, each with the inference id returned in the X-Inference-Id response header.
+    """
+    config = service.set_capture(ports().metadata, name, body)
+    invocations.monitor().set_sampling(name, body.sampling_percent if body.enabled else 0.0)
+    return config
 
 
-@bp.route("/endpoints/{name}/feedback", methods=["POST"])
-@_api
-def post_feedback(name: str) -> Response:
-    accepted = service.post_feedback(ports().store, _name(name, "endpoint name"), _json())
-    return Response(accepted, status_code=202)
+@api.operation("/endpoints/{name}/feedback", "POST", status=202, body=feedback.FeedbackBody)
+def post_feedback(name: str, body: feedback.FeedbackBody) -> dict[str, Any]:
+    """Ground truth by inference id: {"inference_id", "actuals": [one per row]} or a list.
+
+    Joined with the captured predictions of that request for GET .../performance.
+    """
+    return service.post_feedback(ports().store, name, body.model_dump())
 
 
-@bp.route("/endpoints/{name}/performance", methods=["GET"])
-@_api
-def performance(name: str) -> dict[str, Any]:
+@api.operation("/endpoints/{name}/performance", "GET", query=service.MetricsParams)
+def performance(name: str, query: service.MetricsParams) -> dict[str, Any]:
+    """Accuracy and F1 (classification) or RMSE and MAE (regression) per time window.
+
+    From the captured predictions joined with the feedback; ``period`` is the window
+    (default 3600 s). The numbers are also put as metrics (Accuracy, F1, RMSE, MAE).
+    """
     p = ports()
-    endpoint = _name(name, "endpoint name")
-    model = service.model_of_endpoint(p, endpoint)
-    params = service.MetricsParams.parse(_query())
+    model = service.model_of_endpoint(p, name)
     return service.endpoint_performance(
-        p.store, service.metrics_of(p), endpoint, model["task"], params, model["variants"]
+        p.store, service.metrics_of(p), name, model["task"], query, model["variants"]
     )
 
 
-@bp.route("/endpoints/{name}/drift-checks", methods=["POST"])
-@_api
-def drift_check(name: str) -> dict[str, Any]:
-    return service.drift_check_now(ports(), _name(name, "endpoint name"), dt.datetime.now(dt.UTC))
+@api.operation("/endpoints/{name}/drift-checks", "POST", errors=(409,))
+def drift_check(name: str) -> Any:
+    """Run a drift check now over the drift window's captured traffic.
+
+    Per feature against the served version's training baseline: PSI and Kolmogorov-Smirnov
+    (numeric), PSI and chi-square (categorical). Locally it runs in the API and answers the
+    report; on AWS it starts the drift processing job and answers 202 with its check id.
+    """
+    p = ports()
+    now = dt.datetime.now(dt.UTC)
+    if p.settings.profile == "aws":
+        return to_response(schedule.start_check(p, name, now), 202)
+    return service.drift_check_now(p, name, now)
 
 
-@bp.route("/endpoints/{name}/drift", methods=["GET"])
-@_api
+@api.operation("/endpoints/{name}/drift", "GET")
 def drift(name: str) -> dict[str, Any]:
-    return service.latest_drift(ports().store, _name(name, "endpoint name"))
+    """The latest drift report: per feature its statistic, p-value, threshold and flag."""
+    return service.latest_drift(ports().store, name)
 
 
-@bp.route("/endpoints/{name}/alarms", methods=["GET"])
-@_api
+@api.operation("/endpoints/{name}/alarms", "GET")
 def list_alarms(name: str) -> dict[str, Any]:
-    return {"alarms": service.list_alarms(ports().metadata, _name(name, "endpoint name"))}
+    """The endpoint's alarms and their states (OK, ALARM, INSUFFICIENT_DATA)."""
+    return {"alarms": service.list_alarms(ports().metadata, name)}
 
 
-@bp.route("/endpoints/{name}/alarms/{alarm}", methods=["PUT"])
-@_api
-def put_alarm(name: str, alarm: str) -> dict[str, Any]:
-    body = _json()
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object (an alarm definition)")
-    body = {**body, "name": _name(alarm, "alarm name")}
-    return service.put_alarm(ports().metadata, _name(name, "endpoint name"), body)
+@api.operation("/endpoints/{name}/alarms/{alarm}", "PUT", body=AlarmBody)
+def put_alarm(name: str, alarm: str, body: AlarmBody) -> dict[str, Any]:
+    """Define an alarm on a metric (or a ratio of two): threshold, periods, actions.
+
+    Actions on entering ALARM: rollback (serve the previous version), retrain (start a run
+    of the pipeline that produced the model), notify.
+    """
+    if body.name is not None and body.name != alarm:
+        raise BadRequestError(f"the body names alarm {body.name!r}, the path {alarm!r}")
+    p = ports()
+    item = service.put_alarm(p.metadata, name, {**body.model_dump(exclude={"name"}), "name": alarm})
+    schedule.sync_alarm(p, name, alarm, item["definition"])
+    return item
 
 
-@bp.route("/endpoints/{name}/alarms/{alarm}", methods=["DELETE"])
-@_api
+@api.operation("/endpoints/{name}/alarms/{alarm}", "DELETE")
 def delete_alarm(name: str, alarm: str) -> dict[str, Any]:
-    return service.delete_alarm(
-        ports().metadata, _name(name, "endpoint name"), _name(alarm, "alarm name")
-    )
+    """Delete an alarm."""
+    p = ports()
+    deleted = service.delete_alarm(p.metadata, name, alarm)
+    schedule.sync_alarm(p, name, alarm, None)
+    return deleted
 
 
-@bp.route("/dashboard", methods=["GET"])
-@_api
+@api.operation("/dashboard", "GET")
 def dashboard() -> Response:
-    # Relative API paths: the page is served by the API it reads (a stage prefix on API
-    # Gateway is part of the page's own URL, so fetches resolve under it).
+    """The monitoring dashboard (HTML): per endpoint and pipeline, no build step."""
+    # Relative API paths: the page is served by the API it reads.
     return Response(
         dashboards.html_page(),
         status_code=200,

@@ -21,6 +21,7 @@ publishes the jobs' CPU and memory itself, in ``/aws/sagemaker/TrainingJobs`` an
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from mlcontract import monitoring as mon
 from .store import MetricsStore
 
 Datum = dict[str, Any]
+log = logging.getLogger("mlpipe.monitoring.pipeline")
 
 
 class MetricEmitter(Protocol):
@@ -128,3 +130,30 @@ def job_usage(
         mon.datum(mon.JOB_CPU, dims, now, value=round(cpu, 3)),
         mon.datum(mon.JOB_MEMORY, dims, now, value=round(memory, 3)),
     ]
+
+
+def emitter(ports: Any) -> MetricEmitter:
+    """EMF through Powertools in a Lambda on AWS; the metrics store port elsewhere."""
+    namespace = ports.settings.metrics_namespace
+    if ports.settings.profile == "aws":
+        return PowertoolsEmitter(namespace)
+    return StoreEmitter(ports.metrics, namespace)
+
+
+def _emit(ports: Any, points: Sequence[Datum]) -> None:
+    try:
+        emitter(ports).emit(points)
+    except Exception:  # metrics never fail a run
+        log.warning("could not emit pipeline metrics", exc_info=True)
+
+
+def on_run_started(ports: Any, run: Mapping[str, Any]) -> None:
+    """``runs.launch``: a run of a pipeline started."""
+    if run.get("pipeline"):
+        _emit(ports, run_started(str(run["pipeline"])))
+
+
+def on_run_ended(ports: Any, run: Mapping[str, Any]) -> None:
+    """The success and failure recorders: RunsSucceeded/RunsFailed and step durations."""
+    if run.get("pipeline"):
+        _emit(ports, run_ended(run))
