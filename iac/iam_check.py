@@ -33,7 +33,7 @@ ROLE = "MlpipeFunctionsRole"
 
 # Client attribute in the adapters -> botocore service name.
 RECEIVERS = {"s3": "s3", "db": "dynamodb", "sfn": "stepfunctions", "sm": "sagemaker",
-             "runtime": "sagemaker-runtime", "glue": "glue"}  # fmt: skip
+             "runtime": "sagemaker-runtime", "glue": "glue", "cw": "cloudwatch"}  # fmt: skip
 # awswrangler functions the adapters call -> the Glue actions they make (awswrangler 3.17.1,
 # catalog/_create.py and _delete.py: overwrite = get, then update or create, or delete and
 # create on a race).
@@ -44,7 +44,8 @@ LIBRARY_CALLS = {
 }  # fmt: skip
 # botocore service -> IAM service prefix.
 PREFIX = {"s3": "s3", "dynamodb": "dynamodb", "stepfunctions": "states",
-          "sagemaker": "sagemaker", "sagemaker-runtime": "sagemaker", "glue": "glue"}  # fmt: skip
+          "sagemaker": "sagemaker", "sagemaker-runtime": "sagemaker", "glue": "glue",
+          "cloudwatch": "cloudwatch"}  # fmt: skip
 # Client methods that are not service operations (boto3's managed transfers).
 TRANSFERS = {("s3", "upload_file"): ["s3:PutObject", "s3:AbortMultipartUpload"],
              ("s3", "download_file"): ["s3:GetObject"]}  # fmt: skip
@@ -64,12 +65,15 @@ ACTIONS = {
     ("sagemaker", "create_endpoint_config"): ["sagemaker:CreateEndpointConfig",
                                               "sagemaker:AddTags"],
     ("sagemaker", "create_endpoint"): ["sagemaker:CreateEndpoint", "sagemaker:AddTags"],
+    # Tags= on PutMetricAlarm also needs cloudwatch:TagResource.
+    ("cloudwatch", "put_metric_alarm"): ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
 }  # fmt: skip
 # Logs written by the Lambda runtime itself (not by our code).
 RUNTIME_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 # Actions without resource-level permissions: "Resource": "*" is allowed only for these.
 STAR_RESOURCE_ACTIONS = frozenset(
-    {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken", "logs:CreateLogDelivery",
+    {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics",
+     "ecr:GetAuthorizationToken", "logs:CreateLogDelivery",
      "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
      "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
      "logs:DescribeLogGroups"}

@@ -645,7 +645,9 @@ class LocalEndpointRuntime:
                 self._begin_phase(run)
                 self._save(endpoint)
 
-    def rollout_state(self, endpoint: str, rollout_id: str) -> RolloutState | None:
+    def rollout_state(
+        self, endpoint: str, rollout_id: str, new: Deployment | None = None
+    ) -> RolloutState | None:
         with self._lock:
             run = self._rollouts.get(endpoint)
             if run is None or run.rollout.id != rollout_id:
@@ -668,9 +670,7 @@ class LocalEndpointRuntime:
     def _drive(self) -> None:
         while not self._stop.wait(self._tick):
             with self._lock:
-                active = [
-                    (e, r) for e, r in self._rollouts.items() if r.status == "BAKING"
-                ]
+                active = [(e, r) for e, r in self._rollouts.items() if r.status == "BAKING"]
             for endpoint, run in active:
                 try:
                     self._advance(endpoint, run)
@@ -735,8 +735,14 @@ class LocalEndpointRuntime:
         stats = self._shadow.setdefault(endpoint, _Shadow())
         try:
             self._shadow_queue.put_nowait(
-                (endpoint, shadow.deployment.variant, content_type, body, inference_id or "",
-                 answer)  # fmt: skip
+                (
+                    endpoint,
+                    shadow.deployment.variant,
+                    content_type,
+                    body,
+                    inference_id or "",
+                    answer,
+                )
             )
             stats.sent += 1
         except queue.Full:
@@ -763,8 +769,12 @@ class LocalEndpointRuntime:
             agreed = status < 300 and _predictions(answer) == _predictions(primary)
             stats.agreed += int(agreed)
             stats.recent.append(
-                {"inference_id": inference_id or None, "status": status, "agreed": agreed,
-                 "latency_ms": round((time.monotonic() - started) * 1000, 3)}  # fmt: skip
+                {
+                    "inference_id": inference_id or None,
+                    "status": status,
+                    "agreed": agreed,
+                    "latency_ms": round((time.monotonic() - started) * 1000, 3),
+                }
             )
 
 

@@ -43,7 +43,7 @@ from chalicelib.settings import Settings
 from iac.local import lambda_plug
 from iac.local.endpoints import LocalEndpointRuntime
 from iac.local.files import FileObjectStore
-from iac.local.jobs import JOBS_SOURCE_DIR, LocalJobRunner
+from iac.local.jobs import JOBS_SOURCE_DIR, LocalJobRunner, job_python
 from iac.local.metrics_store import SqliteMetricsStore
 from iac.local.sqlite import SqliteMetadata
 
@@ -206,6 +206,8 @@ class LocalStack:
         lambda_plug.uninstall()
         self.server.stop()
         self.ports.jobs.close()
+        assert isinstance(self.ports.endpoints, LocalEndpointRuntime)
+        self.ports.endpoints.close()  # the model servers stop with the stack
         if self._lock_handle is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
@@ -303,17 +305,18 @@ def _start(
     _post_json(f"{endpoint}/moto-api/reset", {})
     _post_json(f"{endpoint}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
     store = FileObjectStore(settings.objects_dir)
+    metadata = SqliteMetadata(settings.metadata_path)
     wired = Ports(
         settings=settings,
         store=store,
-        metadata=SqliteMetadata(settings.metadata_path),
+        metadata=metadata,
         jobs=LocalJobRunner(
             settings.jobs_dir,
             store,
             long_poll_seconds=settings.job_long_poll_seconds,
             python=settings.job_python,
         ),
-        endpoints=LocalEndpointRuntime(data_dir / "endpoints", store),
+        endpoints=local_endpoints(settings, data_dir / "endpoints", store, metadata),
         orchestrator=LocalOrchestrator(
             state_machine_arn, _moto_client(endpoint, "stepfunctions"), store
         ),
@@ -325,6 +328,32 @@ def _start(
     _recover(wired)
     log.info("local stack: AWS endpoint %s, data in %s", endpoint, data_dir)
     return LocalStack(data_dir, server, endpoint, state_machine_arn, wired, lock_handle)
+
+
+def local_endpoints(
+    settings: Settings, root: Path, store: ObjectStore, metadata: Any
+) -> LocalEndpointRuntime:
+    """Model server processes in the job environment, capturing requests into the object
+    store (``datacapture/``) at each endpoint's sampling percentage; a guarded deployment
+    that ends is recorded by the domain (``deployments.finish``)."""
+    from chalicelib import deployments
+    from chalicelib.monitoring import service as monitoring
+
+    def capture_percent(endpoint: str) -> float:
+        config = monitoring.get_capture(metadata, endpoint)
+        return float(config["sampling_percent"]) if config.get("enabled", True) else 0.0
+
+    endpoints = LocalEndpointRuntime(
+        root,
+        store,
+        python=job_python(settings.job_python),
+        capture_root=settings.objects_dir if isinstance(store, FileObjectStore) else None,
+        capture_percent=capture_percent,
+    )
+    endpoints.on_rollout_end = lambda endpoint, rollout_id: deployments.finish(
+        runtime.ports(), endpoint, rollout_id
+    )
+    return endpoints
 
 
 def _install_handlers() -> None:

@@ -47,6 +47,9 @@ TABLE = "MetadataTable"
 STAR_RESOURCE_ACTIONS = frozenset(
     {
         "cloudwatch:PutMetricData",
+        # GetMetricData and ListMetrics have no resource-level permissions either.
+        "cloudwatch:GetMetricData",
+        "cloudwatch:ListMetrics",
         "ecr:GetAuthorizationToken",
         # Step Functions' CloudWatch Logs delivery (vended logs).
         "logs:CreateLogDelivery",
