@@ -93,6 +93,12 @@ record = _record
 
 def get(ports: Ports, name: str) -> dict[str, Any]:
     item = _record(ports, name)
+    if ports.settings.profile == "aws":  # locally the stack's watcher does it
+        from chalicelib import fast_path
+
+        fast = fast_path.refresh(ports, item["model"], int(item["version"]))
+        if fast and fast.get("status") == "READY" and fast.get("key"):
+            fast_path.apply(ports, item["model"], int(item["version"]))
     # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes, and a
     # local one whose model cannot be loaded is Failed.
     out = {**_public(item), "status": ports.endpoints.status(name)}

@@ -159,6 +159,32 @@ class HistoryKeeper:
         self._thread.join(timeout=5)
 
 
+class FastPathWatcher:
+    """Applies fast paths as their jobs finish (``chalicelib.fast_path.settle``): the
+    endpoints serving a version restart on ONNX once it is built and agrees."""
+
+    def __init__(self, ports: Ports, interval: float = 1.0) -> None:
+        self.ports = ports
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval,), name="fast-paths", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, interval: float) -> None:
+        from chalicelib import fast_path
+
+        while not self._stop.wait(interval):
+            try:
+                fast_path.settle(self.ports)
+            except Exception:  # try again next round
+                log.warning("applying fast paths failed", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class LocalOrchestrator(StepFunctionsOrchestrator):
     """Step Functions on the embedded moto server, with each execution's history kept."""
 
@@ -181,6 +207,7 @@ class LocalStack:
     ports: Ports
     _lock_handle: IO[str] | None = field(default=None, repr=False)
     _stopped: bool = False
+    fast_paths: FastPathWatcher | None = None
 
     def stop(self) -> None:
         """Runs in flight end Interrupted (their histories kept), jobs are stopped, the
@@ -191,6 +218,8 @@ class LocalStack:
         orchestrator = self.ports.orchestrator
         assert isinstance(orchestrator, LocalOrchestrator)
         assert isinstance(self.ports.jobs, LocalJobRunner)
+        if self.fast_paths is not None:
+            self.fast_paths.close()
         orchestrator.keeper.flush()
         interrupted = _interrupt_runs(self.ports, "the local stack stopped while this run ran")
         stopped_jobs = self.ports.jobs.stop_all()
@@ -327,7 +356,15 @@ def _start(
     _provision(endpoint, state_machine_arn)
     _recover(wired)
     log.info("local stack: AWS endpoint %s, data in %s", endpoint, data_dir)
-    return LocalStack(data_dir, server, endpoint, state_machine_arn, wired, lock_handle)
+    return LocalStack(
+        data_dir,
+        server,
+        endpoint,
+        state_machine_arn,
+        wired,
+        lock_handle,
+        fast_paths=FastPathWatcher(wired),
+    )
 
 
 def local_endpoints(
