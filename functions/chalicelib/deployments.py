@@ -227,9 +227,8 @@ def finish(ports: Ports, endpoint: str, deployment_id: str) -> dict[str, Any] | 
     rec = ports.metadata.get(_pk(endpoint), deployment_id)
     if rec is None or rec.item["status"] in TERMINAL_ROLLOUTS:
         return rec.item if rec is not None else None
-    item = rec.item
-    new = Deployment(endpoint, item["model"], int(item["to_version"]), "", "")
-    state = _guarded(ports).rollout_state(endpoint, deployment_id, new)
+    target = Deployment(endpoint, rec.item["model"], int(rec.item["to_version"]), "", "")
+    state = _guarded(ports).rollout_state(endpoint, deployment_id, target)
     if state is None:
         return rec.item
     fields: dict[str, Any] = {
@@ -241,10 +240,10 @@ def finish(ports: Ports, endpoint: str, deployment_id: str) -> dict[str, Any] | 
     if state.status not in TERMINAL_ROLLOUTS:
         return _update(ports, endpoint, deployment_id, **fields)
     with deployment.lease(ports, endpoint):
-        item = ports.metadata.get(_pk(endpoint), deployment_id)
-        if item is None or item.item["status"] in TERMINAL_ROLLOUTS:
-            return item.item if item is not None else None
-        record = item.item
+        again = ports.metadata.get(_pk(endpoint), deployment_id)
+        if again is None or again.item["status"] in TERMINAL_ROLLOUTS:
+            return again.item if again is not None else None
+        record = again.item
         model, new, old = record["model"], int(record["to_version"]), int(record["from_version"])
         shadow = record["strategy"]["type"] == "shadow"
         if state.status == "COMPLETED" and not shadow:
@@ -289,3 +288,19 @@ def _guarded(ports: Ports) -> Any:
     if not hasattr(runtime, "start_rollout"):
         raise BadRequestError("this endpoint runtime does not run guarded deployments")
     return runtime
+
+
+def abort(ports: Ports, endpoint: str, reason: str) -> dict[str, Any] | None:
+    """Roll back the endpoint's deployment in flight (monitoring's ``rollback`` alarm
+    action); returns it, or None when none is in flight. On AWS SageMaker rolls back by
+    itself when the deployment's alarms fire; there is no call to cancel it early."""
+    item = deployment.record(ports, endpoint)
+    active = item.get("deployment")
+    if not active or active.get("status") in TERMINAL_ROLLOUTS:
+        return None
+    runtime = _guarded(ports)
+    cancel = getattr(runtime, "abort_rollout", None)
+    if cancel is None:
+        raise ConflictError("this runtime rolls back guarded deployments by its own alarms")
+    cancel(endpoint, active["id"], reason)
+    return get(ports, endpoint, active["id"])

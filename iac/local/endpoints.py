@@ -656,6 +656,23 @@ class LocalEndpointRuntime:
                 run.observed = self._observe(run)
             return run.state()
 
+    def abort_rollout(self, endpoint: str, rollout_id: str, reason: str) -> bool:
+        """Roll back a rollout in flight now (e.g. an alarm's ``rollback`` action); False if
+        it is not in flight."""
+        with self._lock:
+            run = self._rollouts.get(endpoint)
+            if run is None or run.rollout.id != rollout_id or run.status in TERMINAL_ROLLOUTS:
+                return False
+            self._roll_back(endpoint, run, reason)
+        self._stop_variant(endpoint, run.rollout.new.variant)
+        self._ended(endpoint, rollout_id)
+        return True
+
+    def _roll_back(self, endpoint: str, run: _RolloutRun, reason: str) -> None:
+        run.status, run.reason, run.new_percent = "ROLLED_BACK", reason, 0.0
+        self._variants[endpoint] = [_Variant(run.rollout.current, 100.0)]
+        self._save(endpoint)
+
     def _begin_phase(self, run: _RolloutRun) -> None:
         run.phase_started = time.monotonic()
         run.phase_wall = time.time()
@@ -689,8 +706,7 @@ class LocalEndpointRuntime:
             if breach is None and elapsed < rollout.bake_seconds:
                 return
             if breach is not None:
-                run.status, run.reason, run.new_percent = "ROLLED_BACK", breach, 0.0
-                self._variants[endpoint] = [_Variant(rollout.current, 100.0)]
+                self._roll_back(endpoint, run, breach)
                 stop = rollout.new.variant
             elif rollout.shadow or run.new_percent >= 100.0:
                 run.status = "COMPLETED"

@@ -387,9 +387,11 @@ def local_endpoints(
         capture_root=settings.objects_dir if isinstance(store, FileObjectStore) else None,
         capture_percent=capture_percent,
     )
-    endpoints.on_rollout_end = lambda endpoint, rollout_id: deployments.finish(
-        runtime.ports(), endpoint, rollout_id
-    )
+
+    def finish(endpoint: str, rollout_id: str) -> None:
+        deployments.finish(runtime.ports(), endpoint, rollout_id)
+
+    endpoints.on_rollout_end = finish
     return endpoints
 
 

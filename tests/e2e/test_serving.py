@@ -286,3 +286,28 @@ def test_the_stack_restarts_a_crashed_server(
     assert after["restarts"] >= 1 and "exited" in (after["last_error"] or "")
     assert after["url"] == before["url"]  # same address across the restart
     assert _predict(api)["model_version"] == 2
+
+
+def test_an_alarm_can_roll_back_a_deployment_in_flight(
+    api: Api, local_stack: stack.LocalStack, served: dict[str, Any]
+) -> None:
+    """Monitoring's ``rollback`` alarm action calls ``deployments.abort``."""
+    from chalicelib import deployments
+
+    serving = api.ok("GET", f"/endpoints/{ENDPOINT}")["model_version"]
+    other = 1 if serving == 2 else 2
+    started = _deployment(
+        api,
+        {"model_version": other, "strategy": {"type": "linear", "step_percent": 50,
+                                              "interval_seconds": 3600}},
+    )  # fmt: skip
+    assert started["traffic_percent"] == 50
+    ended = deployments.abort(local_stack.ports, ENDPOINT, "alarm AccuracyLow is in ALARM")
+    assert ended is not None and ended["status"] == "ROLLED_BACK"
+    assert ended["reason"] == "alarm AccuracyLow is in ALARM"
+    endpoint = api.ok("GET", f"/endpoints/{ENDPOINT}")
+    assert endpoint["model_version"] == serving and len(endpoint["variants"]) == 1
+    assert api.ok("GET", f"/models/{MODEL}")["aliases"] == {"production": serving}
+    assert deployments.abort(local_stack.ports, ENDPOINT, "again") is None
+    listed = api.ok("GET", f"/endpoints/{ENDPOINT}/deployments")["deployments"]
+    assert [d["id"] for d in listed][-1] == started["id"]
