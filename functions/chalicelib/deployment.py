@@ -93,6 +93,14 @@ record = _record
 
 def get(ports: Ports, name: str) -> dict[str, Any]:
     item = _record(ports, name)
+    in_flight = None
+    active = item.get("deployment")
+    if active and active.get("status") not in TERMINAL_ROLLOUTS:
+        from chalicelib import deployments  # the guarded deployments build on this module
+
+        # Brought up to the runtime's state first: if it has just ended, the record moved.
+        in_flight = deployments.get(ports, name, active["id"])
+        item = _record(ports, name)
     if ports.settings.profile == "aws":  # locally the stack's watcher does it
         from chalicelib import fast_path
 
@@ -109,11 +117,8 @@ def get(ports: Ports, name: str) -> dict[str, Any]:
     if describe is not None:
         # url, runtime (onnx | sklearn) and why, restarts, variants with weights.
         out.update(describe(name))
-    active = item.get("deployment")
-    if active and active.get("status") not in TERMINAL_ROLLOUTS:
-        from chalicelib import deployments  # the guarded deployments build on this module
-
-        out["deployment"] = deployments.get(ports, name, active["id"])
+    if in_flight is not None:
+        out["deployment"] = in_flight
     return out
 
 
