@@ -139,6 +139,45 @@ def test_invocations_carry_an_inference_id(local_stack: stack.LocalStack, served
         assert len(fresh.headers["X-Inference-Id"]) == 32
 
 
+def test_the_server_captures_requests_and_serves_its_metrics(
+    api: Api, local_stack: stack.LocalStack, served: Any
+) -> None:
+    """The monitoring hooks: data capture in SageMaker's layout under the object store, keyed
+    by the inference id, and the server's GET /metrics (pulled by the monitoring loop)."""
+    import urllib.request
+
+    from mlcontract import capture
+
+    test_the_endpoint_is_its_own_server_and_switches_to_the_fast_path(api, served)
+    url = api.ok("GET", f"/endpoints/{ENDPOINT}")["url"]
+    for _ in range(5):
+        _predict(api)
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["Namespace"] == "mlpipe"
+    invocations = [m for m in body["MetricData"] if m["MetricName"] == "Invocations"]
+    if not invocations:  # a monitoring loop of the stack pulled them first: they are stored
+        stored = local_stack.ports.metrics.list_metrics("mlpipe", "Invocations")
+        assert stored, "the server's invocations were neither served nor stored"
+    else:
+        assert sum(m["Value"] for m in invocations) >= 5
+        dims = {d["Name"]: d["Value"] for d in invocations[0]["Dimensions"]}
+        assert dims["EndpointName"] == ENDPOINT and dims["VariantName"] == "v1"
+
+    root = local_stack.ports.settings.objects_dir / "datacapture" / ENDPOINT
+
+    def captured() -> list[Any]:
+        found = []
+        for path in root.rglob("*.jsonl"):
+            found += [
+                c for c in capture.parse_lines(path.read_bytes()) if c.inference_id == "order-42"
+            ]
+        return found
+
+    [record] = _wait(captured, 30, "the request to be captured")
+    assert json.loads(record.input_body)["dataframe_split"]["columns"]
+
+
 def _deployment(api: Api, body: dict[str, Any]) -> dict[str, Any]:
     status, started = api.call("POST", f"/endpoints/{ENDPOINT}/deployments", body)
     assert status == 202, started
