@@ -74,8 +74,9 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return Response(body={"Code": code, "Message": message}, status_code=status)
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
+    # details: structured extras of an error (a data contract's violation report).
+    return Response(body={"Code": code, "Message": message, **(details or {})}, status_code=status)
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -197,7 +198,9 @@ class Api(Blueprint):
                 except MLPipeError as exc:
                     if exc.status_code >= 500:
                         log.error("%s %s: %s: %s", method, path, exc.code, exc.message)
-                    return _error(exc.status_code, exc.code, exc.message)
+                    return _error(
+                        exc.status_code, exc.code, exc.message, getattr(exc, "details", None)
+                    )
                 except RequestError as exc:
                     code = "UnsupportedMediaType" if exc.status == 415 else "BadRequestError"
                     return _error(exc.status, code, str(exc))
