@@ -36,7 +36,7 @@ venv: $(STAMP)
 # (Re)create the job environment whenever the image pins change.
 # The image's pins first, then what our job scripts add on top of the image (the same
 # sagemaker_jobs/requirements.txt SageMaker installs), constrained to leave the pins alone.
-$(JOBS_STAMP): $(IMAGE_PINS) sagemaker_jobs/requirements.txt
+$(JOBS_STAMP): $(IMAGE_PINS) sagemaker_jobs/requirements.txt sagemaker_jobs/requirements-serving.txt
 	@rm -rf $(JOBS_VENV)
 	@py="$(JOBS_PYTHON)"; if [ -z "$$py" ]; then \
 	  echo "note: no Python 3.10 here (the image's); the job environment uses $(PYTHON)" >&2; \
@@ -46,6 +46,8 @@ $(JOBS_STAMP): $(IMAGE_PINS) sagemaker_jobs/requirements.txt
 	env -u PYTHONPATH $(JOBS_VENV)/bin/python -m pip install --quiet --only-binary=:all: -r $(JOBS_VENV)/requirements.txt
 	env -u PYTHONPATH $(JOBS_VENV)/bin/python -m pip install --quiet --only-binary=:all: \
 	  -c $(JOBS_VENV)/requirements.txt -r sagemaker_jobs/requirements.txt
+	env -u PYTHONPATH $(JOBS_VENV)/bin/python -m pip install --quiet --only-binary=:all: \
+	  -c $(JOBS_VENV)/requirements.txt -r sagemaker_jobs/requirements-serving.txt
 	@touch $(JOBS_STAMP)
 
 jobs-venv: $(JOBS_STAMP)

@@ -73,6 +73,8 @@ ACTIONS = {
     ("sagemaker", "create_endpoint_config"): ["sagemaker:CreateEndpointConfig",
                                               "sagemaker:AddTags"],
     ("sagemaker", "create_endpoint"): ["sagemaker:CreateEndpoint", "sagemaker:AddTags"],
+    # Tags= on PutMetricAlarm also needs cloudwatch:TagResource.
+    ("cloudwatch", "put_metric_alarm"): ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
 }  # fmt: skip
 # Logs written by the Lambda runtime itself (not by our code).
 RUNTIME_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})

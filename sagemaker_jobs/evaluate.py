@@ -14,6 +14,9 @@ CLI::
                   ``<output-dir>/fastpath/model.onnx`` (only if it agrees) and
                   ``<output-dir>/fastpath/report.json`` (see fastpath.py). Never fails the job:
                   a model that cannot be converted gets a report saying why.
+                  ``only``: nothing but the fast path, written straight into
+                  ``<output-dir>`` (the separate fast-path job the pipeline starts after
+                  Register, off its critical path); no evaluation.json.
 
 Metrics: classification accuracy, precision_macro, recall_macro, f1_macro, roc_auc (binary
 only; included by default when the model is binary and has predict_proba); regression rmse,
@@ -70,7 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
     parser.add_argument("--metrics", default=None)
-    parser.add_argument("--fast-path", choices=("off", "on"), default="off")
+    parser.add_argument("--fast-path", choices=("off", "on", "only"), default="off")
     return parser
 
 
@@ -190,7 +193,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise JobError(f"metadata.json has an unknown task {task!r}.")
     target: str = metadata["target"]
     signature: list[dict[str, str]] = metadata["signature"]["inputs"]
-    names = choose_metrics(args.metrics, task, pipeline)
+    names = choose_metrics(args.metrics, task, pipeline) if args.fast_path != "only" else []
 
     data = jobkit.read_parquet_dir(Path(args.test_dir), label="Test data")
     if target not in data.columns:
@@ -202,6 +205,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if missing:
         raise JobError(f"Test data is missing feature column(s): {', '.join(map(repr, missing))}.")
     features = jobkit.coerce_features(data, signature)
+    if args.fast_path == "only":
+        return build_fast_path(pipeline, metadata, features, Path(args.output_dir))
 
     y_true = jobkit.target_values(data, target, task)
     if task == "classification":

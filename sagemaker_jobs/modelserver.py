@@ -68,6 +68,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -97,7 +98,17 @@ MAX_CONNECTIONS: Final = 1024
 BACKLOG: Final = 2048
 SHUTDOWN_GRACE: Final = 10.0
 DEFAULT_MODEL_DIR: Final = "/opt/ml/model"
-SERVER_FILES: Final = ("modelserver.py", "fastpath.py", "inference.py")
+SERVER_FILES: Final = (
+    "modelserver.py",
+    "fastpath.py",
+    "inference.py",
+    "telemetry.py",
+    "datacapture.py",
+)
+INFERENCE_ID_HEADER: Final = b"x-inference-id"
+# Fault injection for tests of guarded deployments: a request whose body contains this
+# marker gets a 500, as if the model had failed (never set in production).
+FAULT_MARKER_VARIABLE: Final = "MLPIPE_FAULT_MARKER"
 
 log = logging.getLogger("mlpipe.modelserver")
 
@@ -316,6 +327,7 @@ class App(Protocol):
         accept: bytes | None,
         encoding: bytes | None,
         body: bytes,
+        inference_id: str | None = None,
     ) -> tuple[int, bytes, bytes]: ...
 
     def rejected(self, path: str, status: int) -> None: ...
@@ -344,9 +356,17 @@ class ModelApp:
         health_routes: Sequence[str] = ("/ping", "/health"),
         predict_routes: Sequence[str] = ("/invocations",),
         hook: RequestHook | None = None,
+        capture: Any | None = None,
+        metrics: Callable[[], tuple[int, bytes, bytes]] | None = None,
+        fault_marker: bytes | None = None,
     ) -> None:
+        """``capture``: a ``datacapture.CaptureWriter`` (sampled requests are queued after
+        they are answered); ``metrics``: what ``GET /metrics`` answers (local servers)."""
         import inference
 
+        self.capture = capture
+        self.metrics = metrics
+        self.fault_marker = fault_marker or None
         self.model = model
         self.variant = variant
         self.hook = hook
@@ -380,11 +400,24 @@ class ModelApp:
         accept: bytes | None,
         encoding: bytes | None,
         body: bytes,
+        inference_id: str | None = None,
     ) -> tuple[int, bytes, bytes]:
         if path in self.predict_routes:
             if method != b"POST":
                 return 405, error_body(405, f"{path} takes POST"), JSON_TYPE
-            return self.invoke(content_type, accept, encoding, body)
+            answer = self.invoke(content_type, accept, encoding, body)
+            capture = self.capture
+            if capture is not None and answer[0] == 200 and capture.sampled():
+                capture.capture(
+                    inference_id or "",
+                    self.variant,
+                    body,
+                    content_type.decode("latin-1") if content_type else "application/json",
+                    answer[1],
+                )
+            return answer
+        if path == "/metrics" and self.metrics is not None and method == b"GET":
+            return self.metrics()
         if method not in (b"GET", b"HEAD"):
             if path in self.health_routes or path in ("/info", "/version"):
                 return 405, error_body(405, f"{path} takes GET"), JSON_TYPE
@@ -424,6 +457,8 @@ class ModelApp:
                     self._signature,
                 )
                 before = time.perf_counter_ns()
+                if self.fault_marker is not None and self.fault_marker in body:
+                    raise RuntimeError("fault injected (MLPIPE_FAULT_MARKER)")
                 predictions = self.model.predict(batch)
                 model_ns = time.perf_counter_ns() - before
                 payload = self._output_fn(predictions)[0].encode()
@@ -469,6 +504,7 @@ class HttpConfig:
     shutdown_grace: float = SHUTDOWN_GRACE
 
 
+_INFERENCE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 
 
@@ -507,6 +543,7 @@ class _Connection(asyncio.Protocol):
         self.chunked = False
         self.body: list[bytes] = []
         self.body_size = 0
+        self.inference_id: str | None = None
 
     # asyncio.Protocol
 
@@ -586,6 +623,9 @@ class _Connection(asyncio.Protocol):
             self.encoding = value
         elif lowered == b"expect":
             self.expect = value
+        elif lowered == INFERENCE_ID_HEADER:
+            given = value.decode("latin-1")
+            self.inference_id = given if _INFERENCE_ID.fullmatch(given) else None
 
     def on_headers_complete(self) -> None:
         self.method = self.parser.get_method()
@@ -609,12 +649,31 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
-        status, payload, content_type = self.app.handle(
-            self.method, self.path, self.content_type, self.accept, self.encoding, body
-        )
+        extra = b""
+        if self.method == b"POST":
+            # Every answered POST carries its inference id (the caller's, or a new one): the
+            # key that joins captured requests with feedback.
+            if self.inference_id is None:
+                self.inference_id = os.urandom(16).hex()
+            extra = b"X-Inference-Id: " + self.inference_id.encode("latin-1") + b"\r\n"
+            status, payload, content_type = self.app.handle(
+                self.method,
+                self.path,
+                self.content_type,
+                self.accept,
+                self.encoding,
+                body,
+                self.inference_id,
+            )
+        else:
+            status, payload, content_type = self.app.handle(
+                self.method, self.path, self.content_type, self.accept, self.encoding, body
+            )
         if self.method == b"HEAD":
             payload = b""
-        self._send(status, payload, content_type, keep_alive=self.parser.should_keep_alive())
+        self._send(
+            status, payload, content_type, keep_alive=self.parser.should_keep_alive(), extra=extra
+        )
         self.busy = False
         self.last_active = self.loop.time()
 
@@ -654,7 +713,15 @@ class _Connection(asyncio.Protocol):
     def _fail(self, status: int, message: str) -> None:
         self._send(status, error_body(status, message), JSON_TYPE, keep_alive=False)
 
-    def _send(self, status: int, payload: bytes, content_type: bytes, *, keep_alive: bool) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: bytes,
+        *,
+        keep_alive: bool,
+        extra: bytes = b"",
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -666,6 +733,7 @@ class _Connection(asyncio.Protocol):
             + str(len(payload)).encode()
             + b"\r\n"
             + self.server.date_line
+            + extra
         )
         if not keep_alive:
             head += b"Connection: close\r\n"
@@ -1004,6 +1072,21 @@ def _parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("MLPIPE_MODEL_THREADS", "1")),
         help="native threads per prediction (OpenMP/BLAS); default 1",
     )
+    serve.add_argument("--endpoint", default=os.environ.get("MLPIPE_ENDPOINT", "local"))
+    serve.add_argument("--model-version", default=os.environ.get("MLPIPE_MODEL_VERSION", "0"))
+    serve.add_argument(
+        "--metrics",
+        choices=("off", "pull", "emf"),
+        default=os.environ.get("MLPIPE_SERVER_METRICS", "off"),
+        help="endpoint metrics: pull (GET /metrics, the local stack), emf (stdout, AWS)",
+    )
+    serve.add_argument(
+        "--capture-root",
+        type=Path,
+        default=None,
+        help="local data capture: the object store's root (records under datacapture/)",
+    )
+    serve.add_argument("--capture-percent", type=float, default=100.0)
     serve.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
     serve.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT)
     serve.add_argument("--keepalive-timeout", type=float, default=KEEPALIVE_TIMEOUT)
@@ -1042,6 +1125,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.parent_pid is not None:
         watch_parent(args.parent_pid, on_orphaned)
     scratch = args.workdir or Path(tempfile.mkdtemp(prefix="mlpipe-model-"))
+    closers: list[Callable[[], None]] = []
     try:
         try:
             model = load_model(
@@ -1058,7 +1142,19 @@ def _serve(args: argparse.Namespace) -> int:
         if orphaned.is_set():
             return 1
         health, predict = routes_from_env(os.environ)
-        app = ModelApp(model, variant=args.variant, health_routes=health, predict_routes=predict)
+        tel, writer = _monitoring(args)
+        marker = os.environ.get(FAULT_MARKER_VARIABLE)
+        app = ModelApp(
+            model,
+            variant=args.variant,
+            health_routes=health,
+            predict_routes=predict,
+            hook=tel.record if tel is not None else None,
+            capture=writer,
+            metrics=_metrics_route(tel) if tel is not None and args.metrics == "pull" else None,
+            fault_marker=marker.encode() if marker else None,
+        )
+        closers.extend(c.stop for c in (tel, writer) if c is not None)
         config = HttpConfig(
             host=args.host,
             port=resolve_port(args.port, os.environ),
@@ -1098,8 +1194,40 @@ def _serve(args: argparse.Namespace) -> int:
             return 3
         return 0
     finally:
+        for close in closers:  # flush the last metrics and captured requests
+            with contextlib.suppress(Exception):
+                close()
         if args.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _monitoring(args: argparse.Namespace) -> tuple[Any | None, Any | None]:
+    """The telemetry (``--metrics``) and the data-capture writer (``--capture-root``)."""
+    tel = writer = None
+    if args.metrics != "off":
+        import telemetry
+
+        tel = telemetry.Telemetry(args.endpoint, args.model_version, variant=args.variant)
+        interval = min(10.0, float(os.environ.get("MLPIPE_METRICS_FLUSH_SECONDS", "10")))
+        sink = telemetry.BufferSink() if args.metrics == "pull" else telemetry.EmfSink()
+        tel.start(sink, interval=interval)
+    if args.capture_root is not None and args.capture_percent > 0:
+        import datacapture
+
+        writer = datacapture.CaptureWriter(
+            args.capture_root,
+            args.endpoint,
+            sampling_percent=args.capture_percent,
+            interval=min(10.0, float(os.environ.get("MLPIPE_METRICS_FLUSH_SECONDS", "10"))),
+        )
+        writer.start()
+    return tel, writer
+
+
+def _metrics_route(tel: Any) -> Callable[[], tuple[int, bytes, bytes]]:
+    import telemetry
+
+    return lambda: telemetry.metrics_response(tel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

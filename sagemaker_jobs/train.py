@@ -54,7 +54,7 @@ from mlcontract import preprocessing as prep
 
 FORMAT_VERSION = 1
 # Copied into the model's code/ next to inference.py (see train()).
-SERVING_FILES = ("modelserver.py", "fastpath.py")
+SERVING_FILES = ("modelserver.py", "fastpath.py", "telemetry.py", "datacapture.py")
 TASKS = ("classification", "regression")
 
 ALGORITHMS = catalog.ALGORITHMS

@@ -22,11 +22,19 @@ import time
 from typing import Any
 
 from chalicelib import concurrency, registry, scoring, tables
-from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, StepError
+from chalicelib.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    StepError,
+)
 from chalicelib.ports import (
+    TERMINAL_ROLLOUTS,
     Deployment,
     EndpointNotReadyError,
     ForeignResourceError,
+    ModelFailedError,
     ModelInputError,
     Write,
 )
@@ -41,14 +49,23 @@ _signatures: dict[tuple[str, int], list[dict[str, str]]] = {}
 _sig_lock = threading.Lock()
 
 
-def _deployment(endpoint: str, version: dict[str, Any]) -> Deployment:
+def as_deployment(endpoint: str, version: dict[str, Any]) -> Deployment:
+    """What the runtime serves for a version: its archive, and its ONNX fast path when one
+    was built and agrees with scikit-learn (``fast_path`` on the version)."""
+    fast = version.get("fast_path") or {}
+    use_fast = fast.get("runtime") == "onnx" and fast.get("agrees") and fast.get("key")
     return Deployment(
         endpoint=endpoint,
         model=version["name"],
         version=int(version["version"]),
         artefact_key=version["artefact_key"],
         sha256=version["sha256"],
+        fastpath_key=fast["key"] if use_fast else None,
+        fastpath_sha256=fast.get("sha256") if use_fast else None,
     )
+
+
+_deployment = as_deployment
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +76,7 @@ def _public(item: dict[str, Any]) -> dict[str, Any]:
         "model_version": item["version"],
         "status": item["status"],
         "history": item["history"],
+        "deployment": item.get("deployment"),
         "created_at": item["created_at"],
         "updated_at": item["updated_at"],
     }
@@ -71,14 +89,37 @@ def _record(ports: Ports, name: str) -> dict[str, Any]:
     return rec.item
 
 
+record = _record
+
+
 def get(ports: Ports, name: str) -> dict[str, Any]:
     item = _record(ports, name)
+    in_flight = None
+    active = item.get("deployment")
+    if active and active.get("status") not in TERMINAL_ROLLOUTS:
+        from chalicelib import deployments  # the guarded deployments build on this module
+
+        # Brought up to the runtime's state first: if it has just ended, the record moved.
+        in_flight = deployments.get(ports, name, active["id"])
+        item = _record(ports, name)
+    if ports.settings.profile == "aws":  # locally the stack's watcher does it
+        from chalicelib import fast_path
+
+        fast = fast_path.refresh(ports, item["model"], int(item["version"]))
+        if fast and fast.get("status") == "READY" and fast.get("key"):
+            fast_path.apply(ports, item["model"], int(item["version"]))
     # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes, and a
     # local one whose model cannot be loaded is Failed.
     out = {**_public(item), "status": ports.endpoints.status(name)}
     reason = getattr(ports.endpoints, "failure_reason", lambda _: None)(name)
     if reason:
         out["failure_reason"] = reason
+    describe = getattr(ports.endpoints, "describe", None)
+    if describe is not None:
+        # url, runtime (onnx | sklearn) and why, restarts, variants with weights.
+        out.update(describe(name))
+    if in_flight is not None:
+        out["deployment"] = in_flight
     return out
 
 
@@ -117,10 +158,30 @@ def create(ports: Ports, req: EndpointCreate) -> dict[str, Any]:
     return _public(item)
 
 
+def served(ports: Ports, name: str, number: int, *, follow_alias: str | None = None) -> None:
+    """Record that endpoint ``name`` now serves v``number`` (a guarded deployment that
+    completed moved the traffic itself). Hold its lease."""
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        alias = follow_alias or current.get("alias")
+        if current["version"] == number and current.get("alias") == alias:
+            return None
+        history = current["history"]
+        if current["version"] != number:
+            history = [*history, number][-HISTORY:]
+        return {**current, "version": number, "history": history, "alias": alias,
+                "updated_at": now_iso()}  # fmt: skip
+
+    concurrency.update(ports.metadata, tables.ENDPOINTS, name, change, what=f"endpoint {name!r}")
+
+
 def _lease(ports: Ports, name: str) -> Any:
     """One change to an endpoint at a time (runtime and record together), across processes:
     concurrent deploys are serialized, so the served history only moves as decided."""
     return concurrency.lease(ports.metadata, f"endpoint#{name}")
+
+
+lease = _lease
 
 
 def _serve(ports: Ports, name: str, number: int) -> dict[str, Any]:
@@ -308,26 +369,44 @@ def invoke(
     body: bytes,
     content_type: str,
     trace: dict[str, Any] | None = None,
+    inference_id: str | None = None,
 ) -> dict[str, Any]:
-    """Predict. ``trace`` (monitoring) receives the served ``version``, the ``model_ns``
-    spent in the runtime, and the model's ``input``/``output`` bodies."""
+    """Check the rows against the served version's signature (the 400s are the API's),
+    forward them to the endpoint and say which version answered (during a canary, either).
+    ``trace`` (monitoring) receives the served ``version``, the ``model_ns`` spent in the
+    runtime, and the model's ``input``/``output`` bodies."""
     item = _record(ports, name)
     model, number = item["model"], int(item["version"])
     if trace is not None:
         trace["version"] = number
     canonical = scoring.parse(body, content_type, _signature(ports, model, number))
-    model_body = json.dumps(canonical).encode()
+    forwarded = json.dumps(canonical).encode()
+    variant = None
     started = time.perf_counter_ns()
     try:
-        raw = ports.endpoints.invoke(name, model_body, "application/json")
+        by_variant = getattr(ports.endpoints, "invoke_variant", None)
+        if by_variant is not None:
+            raw, variant = by_variant(name, forwarded, "application/json", inference_id)
+        else:
+            raw = ports.endpoints.invoke(name, forwarded, "application/json")
     except ModelInputError as exc:
         raise BadRequestError(f"the model rejected the input: {exc}") from None
+    except ModelFailedError:
+        raise ServiceUnavailableError(
+            f"the model of endpoint {name!r} failed to answer; see its server log"
+        ) from None
     except EndpointNotReadyError as exc:
         raise ConflictError(f"endpoint {name!r} cannot serve: {exc}") from None
     finally:
         if trace is not None:
             trace["model_ns"] = time.perf_counter_ns() - started
-    if trace is not None:
-        trace["input"], trace["output"] = model_body, raw
     result = json.loads(raw)
-    return {**result, "model": model, "model_version": number}
+    served_version = number
+    if variant and variant.startswith("v") and variant[1:].isdigit():
+        served_version = int(variant[1:])
+    if trace is not None:
+        trace["input"], trace["output"] = forwarded, raw
+        trace["version"] = served_version
+        if variant:
+            trace["variant"] = variant
+    return {**result, "model": model, "model_version": served_version}

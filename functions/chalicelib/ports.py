@@ -36,6 +36,10 @@ class ModelInputError(ValueError):
     """The model rejected a request body (its message is meant for the caller)."""
 
 
+class ModelFailedError(Exception):
+    """The model server answered with a 5xx: the model failed on a valid request."""
+
+
 class EndpointNotReadyError(Exception):
     """The endpoint exists but cannot serve yet (creating, updating, or its model failed)."""
 
@@ -158,6 +162,44 @@ class Deployment:
     version: int
     artefact_key: str
     sha256: str
+    # The ONNX fast path recorded on the version (``fast_path``), when it agrees with sklearn.
+    fastpath_key: str | None = None
+    fastpath_sha256: str | None = None
+
+    @property
+    def variant(self) -> str:
+        """The variant serving this version: one per model version on an endpoint."""
+        return f"v{self.version}"
+
+
+RolloutStatus = Literal["IN_PROGRESS", "BAKING", "COMPLETED", "ROLLED_BACK"]
+TERMINAL_ROLLOUTS = frozenset({"COMPLETED", "ROLLED_BACK"})
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A guarded deployment of ``new`` onto an endpoint serving ``current`` (SageMaker's
+    deployment guardrails): traffic moves by ``strategy``; during each bake the new
+    version's 5xx error rate and p99 latency are watched and a breach rolls back."""
+
+    id: str
+    current: Deployment
+    new: Deployment
+    strategy: Literal["all_at_once", "canary", "linear"]
+    percent: float = 100.0  # canary: the canary's share; linear: the step
+    bake_seconds: float = 0.0  # canary: bake time; linear: interval; all_at_once: bake
+    error_rate: float | None = None  # roll back above this 5xx rate (0..1)
+    p99_ms: float | None = None  # roll back above this p99 latency
+    min_requests: int = 1  # fewer requests in a bake than this: no decision on error rate
+    shadow: bool = False  # the new version only gets a copy of traffic; never promoted
+
+
+@dataclass
+class RolloutState:
+    status: RolloutStatus
+    new_percent: float  # the share of live traffic on the new version now
+    reason: str | None = None
+    observed: dict[str, Any] = field(default_factory=dict)
 
 
 class EndpointRuntime(Protocol):
@@ -165,6 +207,22 @@ class EndpointRuntime(Protocol):
     def invoke(self, endpoint: str, body: bytes, content_type: str) -> bytes: ...
     def status(self, endpoint: str) -> str: ...
     def delete(self, endpoint: str) -> None: ...
+
+
+class GuardedEndpointRuntime(EndpointRuntime, Protocol):
+    """Runtimes that run guarded deployments (both of ours do) and say which variant answered."""
+
+    def invoke_variant(
+        self, endpoint: str, body: bytes, content_type: str, inference_id: str | None = None
+    ) -> tuple[bytes, str | None]: ...
+    def start_rollout(self, rollout: Rollout) -> None: ...
+    def rollout_state(
+        self, endpoint: str, rollout_id: str, new: Deployment | None = None
+    ) -> RolloutState | None:
+        """``new``: the version being rolled out (a stateless runtime finds it by name)."""
+        ...
+
+    def describe(self, endpoint: str) -> dict[str, Any]: ...
 
 
 # --- dataset catalog ---------------------------------------------------------------------

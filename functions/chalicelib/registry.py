@@ -13,7 +13,7 @@ from chalicelib.timeutil import now_iso
 PUBLIC_VERSION_FIELDS = (
     "name", "version", "status", "run_id", "pipeline", "task", "algorithm", "hyperparameters",
     "metrics", "data", "code_version", "artefact_uri", "sha256", "signature", "classes",
-    "excluded_columns", "preprocessing", "created_at",
+    "excluded_columns", "preprocessing", "fast_path", "created_at",
 )  # fmt: skip
 
 

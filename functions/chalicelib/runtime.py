@@ -90,6 +90,7 @@ def build_aws_ports(
             image_uri=settings.sklearn_image_uri,
             instance_type=settings.endpoint_instance_type,
             owner=settings.stack_name,
+            cloudwatch=aws.client("cloudwatch"),  # rollback alarms of guarded deployments
         ),
         orchestrator=StepFunctionsOrchestrator(
             settings.state_machine_arn, aws.client("stepfunctions")

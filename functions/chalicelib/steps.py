@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from chalicelib import cleaning, datasets, deployment, registry, runs, workflow
+from chalicelib import cleaning, datasets, deployment, fast_path, registry, runs, workflow
 from chalicelib.errors import MLPipeError, StepError, TransientError
 from chalicelib.monitoring import baseline, pipeline_metrics
 from chalicelib.names import sagemaker_name
@@ -354,6 +354,20 @@ def register(ctx: StepContext) -> StepResult:
     if not facts.get("sha256") or facts.get("sha256") != gate.get("sha256"):
         raise StepError("the evaluation did not report the model archive's sha256")
     name = spec.model_name or spec.name
+    # The ONNX fast path is built by its own job, started here and not waited for: the
+    # version serves with scikit-learn until it lands (chalicelib/fast_path.py).
+    fast = fast_path.start(
+        ctx.ports,
+        JobSpec(
+            name=job_name(ctx.run_id, fast_path.JOB_STATE, 1),
+            kind="processing",
+            entry_point="evaluate.py",
+            arguments={"fast-path": "only"},
+            inputs={"model": key, "test": ctx.event["split"]["test"]},
+            output_prefix=f"{ctx.prefix}/fastpath",
+            max_runtime_seconds=ctx.ports.settings.max_job_seconds,
+        ),
+    )
     version = registry.register(
         ctx.ports,
         name,
@@ -375,6 +389,7 @@ def register(ctx: StepContext) -> StepResult:
             "excluded_columns": facts.get("excluded_columns", [])[:200],
             "preprocessing": facts.get("preprocessing", []),
             "baseline_key": ctx.event["split"].get("baseline"),
+            "fast_path": fast,
         },
     )  # fmt: skip
     model = {"name": name, "version": version["version"]}

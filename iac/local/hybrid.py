@@ -16,7 +16,7 @@ from chalicelib.ports import EndpointRuntime, JobRunner, ObjectStore
 from chalicelib.runtime import Ports
 from chalicelib.settings import Settings
 from iac.local.endpoints import LocalEndpointRuntime
-from iac.local.jobs import LocalJobRunner
+from iac.local.jobs import LocalJobRunner, job_python
 
 
 def build_ports(settings: Settings, work_dir: Path) -> Ports:
@@ -32,7 +32,9 @@ def build_ports(settings: Settings, work_dir: Path) -> Ports:
         )
 
     def endpoints(store: ObjectStore) -> EndpointRuntime:
-        return LocalEndpointRuntime(work_dir / "endpoints", store)
+        return LocalEndpointRuntime(
+            work_dir / "endpoints", store, python=job_python(settings.job_python)
+        )
 
     return runtime.build_aws_ports(
         settings,

@@ -72,6 +72,8 @@ class ServerSpec:
     fastpath: Path | None = None  # directory with model.onnx + report.json
     fastpath_sha256: str | None = None
     runtime: str = "auto"  # auto | onnx | sklearn
+    args: tuple[str, ...] = ()  # more `modelserver.py serve` options (metrics, capture, ...)
+    env: tuple[tuple[str, str], ...] = ()  # more environment variables for the process
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,9 @@ class ModelServers:
         ):
             if value is not None:
                 command += [flag, str(value)]
+        command += list(spec.args)
         env = {k: v for k, v in os.environ.items() if not k.startswith(_PLATFORM_VARIABLES)}
+        env.update(dict(spec.env))
         try:
             with server.log.open("ab") as log:
                 log.write(f"--- starting: {' '.join(command)}\n".encode())

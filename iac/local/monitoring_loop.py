@@ -45,6 +45,10 @@ def pull(base_url: str, timeout: float = 2.0) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
+# What a model server measures that the API in front of it cannot: its own process.
+RESOURCE_METRICS = frozenset({"CPUUtilization", "MemoryUtilization"})
+
+
 class MonitoringLoop:
     def __init__(
         self,
@@ -54,8 +58,12 @@ class MonitoringLoop:
         endpoints: Callable[[], list[str]] | None = None,
         settings: MonitoringSettings | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        server_metrics: frozenset[str] | None = None,
     ) -> None:
+        """``server_metrics``: the metric names kept from the servers' pulls (None: all);
+        the stack keeps only ``RESOURCE_METRICS``, since its API counts every invocation."""
         self.ports = ports
+        self.server_metrics = server_metrics
         self.metrics = metrics
         self.servers = servers
         self.endpoints = endpoints or (lambda: list(servers()))
@@ -82,7 +90,10 @@ class MonitoringLoop:
             except (OSError, ValueError) as exc:  # a server restarting: next round
                 self._note(f"metrics of {endpoint}: {exc}")
                 continue
-            points = list(mon.with_rollups(body.get("MetricData", [])))
+            data = body.get("MetricData", [])
+            if self.server_metrics is not None:
+                data = [d for d in data if d.get("MetricName") in self.server_metrics]
+            points = list(mon.with_rollups(data))
             if points:
                 self.metrics.put(body.get("Namespace", mon.NAMESPACE), points)
                 stored += len(points)

@@ -44,9 +44,9 @@ from chalicelib.settings import Settings
 from iac.local import lambda_plug
 from iac.local.endpoints import LocalEndpointRuntime
 from iac.local.files import FileObjectStore
-from iac.local.jobs import JOBS_SOURCE_DIR, LocalJobRunner
+from iac.local.jobs import JOBS_SOURCE_DIR, LocalJobRunner, job_python
 from iac.local.metrics_store import SqliteMetricsStore
-from iac.local.monitoring_loop import MonitoringLoop
+from iac.local.monitoring_loop import RESOURCE_METRICS, MonitoringLoop
 from iac.local.sqlite import SqliteMetadata
 
 log = logging.getLogger("mlpipe.stack")
@@ -161,6 +161,32 @@ class HistoryKeeper:
         self._thread.join(timeout=5)
 
 
+class FastPathWatcher:
+    """Applies fast paths as their jobs finish (``chalicelib.fast_path.settle``): the
+    endpoints serving a version restart on ONNX once it is built and agrees."""
+
+    def __init__(self, ports: Ports, interval: float = 1.0) -> None:
+        self.ports = ports
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval,), name="fast-paths", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, interval: float) -> None:
+        from chalicelib import fast_path
+
+        while not self._stop.wait(interval):
+            try:
+                fast_path.settle(self.ports)
+            except Exception:  # try again next round
+                log.warning("applying fast paths failed", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class LocalOrchestrator(StepFunctionsOrchestrator):
     """Step Functions on the embedded moto server, with each execution's history kept."""
 
@@ -184,6 +210,7 @@ class LocalStack:
     _lock_handle: IO[str] | None = field(default=None, repr=False)
     _stopped: bool = False
     monitoring: MonitoringLoop | None = None
+    fast_paths: FastPathWatcher | None = None
 
     def stop(self) -> None:
         """Runs in flight end Interrupted (their histories kept), jobs are stopped, the
@@ -194,6 +221,8 @@ class LocalStack:
         orchestrator = self.ports.orchestrator
         assert isinstance(orchestrator, LocalOrchestrator)
         assert isinstance(self.ports.jobs, LocalJobRunner)
+        if self.fast_paths is not None:
+            self.fast_paths.close()
         orchestrator.keeper.flush()
         interrupted = _interrupt_runs(self.ports, "the local stack stopped while this run ran")
         stopped_jobs = self.ports.jobs.stop_all()
@@ -212,6 +241,8 @@ class LocalStack:
         lambda_plug.uninstall()
         self.server.stop()
         self.ports.jobs.close()
+        assert isinstance(self.ports.endpoints, LocalEndpointRuntime)
+        self.ports.endpoints.close()  # the model servers stop with the stack
         if self._lock_handle is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
@@ -309,17 +340,18 @@ def _start(
     _post_json(f"{endpoint}/moto-api/reset", {})
     _post_json(f"{endpoint}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
     store = FileObjectStore(settings.objects_dir)
+    metadata = SqliteMetadata(settings.metadata_path)
     wired = Ports(
         settings=settings,
         store=store,
-        metadata=SqliteMetadata(settings.metadata_path),
+        metadata=metadata,
         jobs=LocalJobRunner(
             settings.jobs_dir,
             store,
             long_poll_seconds=settings.job_long_poll_seconds,
             python=settings.job_python,
         ),
-        endpoints=LocalEndpointRuntime(data_dir / "endpoints", store),
+        endpoints=local_endpoints(settings, data_dir / "endpoints", store, metadata),
         orchestrator=LocalOrchestrator(
             state_machine_arn, _moto_client(endpoint, "stepfunctions"), store
         ),
@@ -333,7 +365,14 @@ def _start(
     loop = _monitoring(wired)
     log.info("local stack: AWS endpoint %s, data in %s", endpoint, data_dir)
     return LocalStack(
-        data_dir, server, endpoint, state_machine_arn, wired, lock_handle, monitoring=loop
+        data_dir,
+        server,
+        endpoint,
+        state_machine_arn,
+        wired,
+        lock_handle,
+        monitoring=loop,
+        fast_paths=FastPathWatcher(wired),
     )
 
 
@@ -342,15 +381,50 @@ def _monitoring(wired: Ports) -> MonitoringLoop:
     evaluated, drift checked on schedule (iac/local/monitoring_loop.py)."""
 
     def servers() -> dict[str, str]:  # model servers, when the runtime runs any
-        listing = getattr(wired.endpoints, "metrics_urls", None)
+        listing = getattr(wired.endpoints, "server_urls", None)
         return dict(listing()) if callable(listing) else {}
 
     def endpoints() -> list[str]:
         return [r.item["name"] for r in wired.metadata.query(tables.ENDPOINTS)]
 
-    loop = MonitoringLoop(wired, wired.metrics, servers, endpoints, settings=wired.settings)
+    # The API measures every invocation (count, errors, latency) and captures it; from the
+    # model servers only what the API cannot see: their processes' CPU and memory.
+    loop = MonitoringLoop(
+        wired, wired.metrics, servers, endpoints, settings=wired.settings,
+        server_metrics=RESOURCE_METRICS,
+    )  # fmt: skip
     loop.start()
     return loop
+
+
+def local_endpoints(
+    settings: Settings, root: Path, store: ObjectStore, metadata: Any
+) -> LocalEndpointRuntime:
+    """Model server processes in the job environment, capturing requests into the object
+    store (``datacapture/``) at each endpoint's sampling percentage; a guarded deployment
+    that ends is recorded by the domain (``deployments.finish``)."""
+    from chalicelib import deployments
+    from chalicelib.monitoring import service as monitoring
+
+    def capture_percent(endpoint: str) -> float:
+        config = monitoring.get_capture(metadata, endpoint)
+        return float(config["sampling_percent"]) if config.get("enabled", True) else 0.0
+
+    endpoints = LocalEndpointRuntime(
+        root,
+        store,
+        python=job_python(settings.job_python),
+        # Behind the API, requests are captured once, by the API (chalicelib.monitoring);
+        # a server's own capture is for serving without the API (modelserver.py serve).
+        capture_root=None,
+        capture_percent=capture_percent,
+    )
+
+    def finish(endpoint: str, rollout_id: str) -> None:
+        deployments.finish(runtime.ports(), endpoint, rollout_id)
+
+    endpoints.on_rollout_end = finish
+    return endpoints
 
 
 def _install_handlers() -> None:

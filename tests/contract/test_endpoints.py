@@ -76,8 +76,25 @@ def _predictions(response: bytes) -> list[Any]:
     return list(decoded["predictions"])
 
 
-def test_deploy_and_invoke(trained_model: TrainedModel, served: Any, tmp_path: Path) -> None:
-    runtime = LocalEndpointRuntime(tmp_path / "endpoints", trained_model.store)
+@pytest.fixture
+def runtimes() -> Any:
+    """Builds process-backed runtimes (one supervisor each) and closes them all after."""
+    made: list[LocalEndpointRuntime] = []
+
+    def make(root: Path, store: Any, **kwargs: Any) -> LocalEndpointRuntime:
+        runtime = LocalEndpointRuntime(root, store, **kwargs)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+def test_deploy_and_invoke(
+    trained_model: TrainedModel, served: Any, tmp_path: Path, runtimes: Any
+) -> None:
+    runtime = runtimes(tmp_path / "endpoints", trained_model.store)
     assert runtime.status("ep-local") == "NotFound"
     runtime.deploy(_deployment(served))
     assert runtime.status("ep-local") == "InService"
@@ -101,20 +118,20 @@ def test_deploy_and_invoke(trained_model: TrainedModel, served: Any, tmp_path: P
 
 
 def test_a_restarted_runtime_serves_without_redeploying(
-    trained_model: TrainedModel, served: Any, tmp_path: Path
+    trained_model: TrainedModel, served: Any, tmp_path: Path, runtimes: Any
 ) -> None:
     root = tmp_path / "endpoints"
-    LocalEndpointRuntime(root, trained_model.store).deploy(_deployment(served))
-    restarted = LocalEndpointRuntime(root, trained_model.store)  # a new process, same data dir
+    runtimes(root, trained_model.store).deploy(_deployment(served))
+    restarted = runtimes(root, trained_model.store)  # a new process, same data dir
     assert restarted.status("ep-local") == "InService"
     assert _predictions(restarted.invoke("ep-local", served["body"], JSON)) == served["expected"]
 
 
 def test_wrong_sha256_is_refused_and_nothing_is_cached(
-    trained_model: TrainedModel, served: Any, tmp_path: Path
+    trained_model: TrainedModel, served: Any, tmp_path: Path, runtimes: Any
 ) -> None:
     root = tmp_path / "endpoints"
-    runtime = LocalEndpointRuntime(root, trained_model.store)
+    runtime = runtimes(root, trained_model.store)
     bad = "0" * 64
     with pytest.raises(EndpointNotReadyError):
         runtime.deploy(_deployment(served, "ep-bad", sha256=bad))
@@ -122,28 +139,30 @@ def test_wrong_sha256_is_refused_and_nothing_is_cached(
     with pytest.raises(NotFoundError):
         runtime.invoke("ep-bad", served["body"], JSON)
     with pytest.raises(NotFoundError):
-        LocalEndpointRuntime(root, trained_model.store).invoke("ep-bad", served["body"], JSON)
+        runtimes(root, trained_model.store).invoke("ep-bad", served["body"], JSON)
     models = root / "models"
     leftovers = sorted(p.name for p in models.iterdir()) if models.exists() else []
     assert leftovers == []
 
 
 def test_wrong_sha256_keeps_the_previous_version_serving(
-    trained_model: TrainedModel, served: Any, tmp_path: Path
+    trained_model: TrainedModel, served: Any, tmp_path: Path, runtimes: Any
 ) -> None:
     root = tmp_path / "endpoints"
-    runtime = LocalEndpointRuntime(root, trained_model.store)
+    runtime = runtimes(root, trained_model.store)
     runtime.deploy(_deployment(served))
     with pytest.raises(EndpointNotReadyError):
         runtime.deploy(_deployment(served, version=2, sha256="f" * 64))
     assert _predictions(runtime.invoke("ep-local", served["body"], JSON)) == served["expected"]
-    restarted = LocalEndpointRuntime(root, trained_model.store)
+    restarted = runtimes(root, trained_model.store)
     assert _predictions(restarted.invoke("ep-local", served["body"], JSON)) == served["expected"]
     assert sorted(p.name for p in (root / "models").iterdir()) == [served["sha"] + ".tar.gz"]
 
 
-def test_invoke_unknown_endpoint(trained_model: TrainedModel, served: Any, tmp_path: Path) -> None:
-    runtime = LocalEndpointRuntime(tmp_path / "endpoints", trained_model.store)
+def test_invoke_unknown_endpoint(
+    trained_model: TrainedModel, served: Any, tmp_path: Path, runtimes: Any
+) -> None:
+    runtime = runtimes(tmp_path / "endpoints", trained_model.store)
     with pytest.raises(NotFoundError):
         runtime.invoke("never-deployed", served["body"], JSON)
 
@@ -167,11 +186,12 @@ def test_bad_request_bodies_raise_model_input_error(
     trained_model: TrainedModel,
     served: Any,
     tmp_path: Path,
+    runtimes: Any,
     body: Any,
     content_type: str,
     message: str,
 ) -> None:
-    runtime = LocalEndpointRuntime(tmp_path / "endpoints", trained_model.store)
+    runtime = runtimes(tmp_path / "endpoints", trained_model.store)
     runtime.deploy(_deployment(served))
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     with pytest.raises(ModelInputError, match=re.escape(message)):
@@ -179,10 +199,10 @@ def test_bad_request_bodies_raise_model_input_error(
 
 
 def test_two_endpoints_of_one_model_and_delete(
-    trained_model: TrainedModel, served: Any, tmp_path: Path
+    trained_model: TrainedModel, served: Any, tmp_path: Path, runtimes: Any
 ) -> None:
     root = tmp_path / "endpoints"
-    runtime = LocalEndpointRuntime(root, trained_model.store)
+    runtime = runtimes(root, trained_model.store)
     runtime.deploy(_deployment(served, "ep-a"))
     runtime.deploy(_deployment(served, "ep-b"))
     runtime.delete("ep-a")
@@ -190,7 +210,7 @@ def test_two_endpoints_of_one_model_and_delete(
     with pytest.raises(NotFoundError):
         runtime.invoke("ep-a", served["body"], JSON)
     with pytest.raises(NotFoundError):
-        LocalEndpointRuntime(root, trained_model.store).invoke("ep-a", served["body"], JSON)
+        runtimes(root, trained_model.store).invoke("ep-a", served["body"], JSON)
     assert _predictions(runtime.invoke("ep-b", served["body"], JSON)) == served["expected"]
 
 

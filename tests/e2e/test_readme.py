@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def test_the_walkthrough_runs_as_written(server: Server) -> None:
     out = result.stdout
     assert '"predictions":["setosa"]' in out
     assert '"rolled_back_from":2' in out
-    endpoint = server.ok("GET", "/endpoints/flowers")
-    assert endpoint["model_version"] == 1 and endpoint["history"] == [1]
-    assert server.ok("GET", "/models/flowers-rf")["aliases"] == {"production": 1}
+    assert '"status":"BAKING"' in out and '"traffic_percent":25.0' in out
+    # Step 6's canary: nothing fails, so after its bakes version 2 serves everything.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        endpoint = server.ok("GET", "/endpoints/flowers")
+        if endpoint["deployment"]["status"] != "BAKING":
+            break
+        time.sleep(0.5)
+    assert endpoint["deployment"]["status"] == "COMPLETED", endpoint["deployment"]
+    assert endpoint["model_version"] == 2 and endpoint["history"] == [1, 2]
+    assert server.ok("GET", "/models/flowers-rf")["aliases"] == {"production": 2}

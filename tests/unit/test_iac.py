@@ -43,6 +43,7 @@ TABLE = "MetadataTable"
 STAR_RESOURCE_ACTIONS = frozenset(
     {
         "cloudwatch:PutMetricData",
+        # GetMetricData and ListMetrics have no resource-level permissions either.
         "cloudwatch:GetMetricData",
         "cloudwatch:ListMetrics",
         "ecr:GetAuthorizationToken",

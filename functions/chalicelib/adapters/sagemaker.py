@@ -17,8 +17,11 @@ from chalicelib.ports import (
     JobSpec,
     JobState,
     JobStatus,
+    ModelFailedError,
     ModelInputError,
     ObjectStore,
+    Rollout,
+    RolloutState,
 )
 
 # Every SageMaker resource the service creates carries this tag, valued with the stack that
@@ -334,9 +337,12 @@ class SageMakerEndpointRuntime:
         image_uri: str,
         instance_type: str,
         owner: str = "mlpipe",
+        cloudwatch: Any | None = None,
     ) -> None:
+        """``cloudwatch``: for the rollback alarms of guarded deployments."""
         self.sm = sagemaker
         self.runtime = runtime
+        self.cw = cloudwatch
         self.store = store
         self.role_arn = role_arn
         self.image_uri = image_uri
@@ -394,40 +400,7 @@ class SageMakerEndpointRuntime:
                 raise EndpointNotReadyError(
                     f"endpoint {deployment.endpoint!r} is {current['EndpointStatus']}"
                 )
-        model_name = model_resource_name(deployment.model, deployment.version)
-        # Models and configs are immutable and named by content: create each once.
-        if not self._exists(self.sm.describe_model, "ModelArn", ModelName=model_name):
-            self.sm.create_model(
-                ModelName=model_name,
-                ExecutionRoleArn=self.role_arn,
-                PrimaryContainer={
-                    "Image": self.image_uri,
-                    "ModelDataUrl": self.store.uri(deployment.artefact_key),
-                    "Environment": {
-                        "SAGEMAKER_PROGRAM": "inference.py",
-                        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                    },
-                },
-                Tags=self._tags,
-            )
-        config_name = config_resource_name(
-            deployment.endpoint, deployment.model, deployment.version
-        )
-        if not self._exists(
-            self.sm.describe_endpoint_config, "EndpointConfigArn", EndpointConfigName=config_name
-        ):
-            self.sm.create_endpoint_config(
-                EndpointConfigName=config_name,
-                ProductionVariants=[
-                    {
-                        "VariantName": "AllTraffic",
-                        "ModelName": model_name,
-                        "InstanceType": self.instance_type,
-                        "InitialInstanceCount": 1,
-                    }
-                ],
-                Tags=self._tags,
-            )
+        config_name = self._ensure_config(deployment)
         name = endpoint_resource_name(deployment.endpoint)
         try:
             if current is None:
@@ -444,16 +417,78 @@ class SageMakerEndpointRuntime:
                 ) from None
             raise
 
-    def invoke(self, endpoint: str, body: bytes, content_type: str) -> bytes:
-        try:
-            resp = self.runtime.invoke_endpoint(
-                EndpointName=endpoint_resource_name(endpoint),
-                Body=body,
-                ContentType=content_type,
-                Accept="application/json",
+    def _ensure_model(self, deployment: Deployment) -> str:
+        model_name = model_resource_name(deployment.model, deployment.version)
+        # Models and configs are immutable and named by content: create each once.
+        if not self._exists(self.sm.describe_model, "ModelArn", ModelName=model_name):
+            self.sm.create_model(
+                ModelName=model_name,
+                ExecutionRoleArn=self.role_arn,
+                PrimaryContainer={
+                    "Image": self.image_uri,
+                    "ModelDataUrl": self.store.uri(deployment.artefact_key),
+                    "Environment": {
+                        "SAGEMAKER_PROGRAM": "inference.py",
+                        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                    },
+                },
+                Tags=self._tags,
             )
+        return model_name
+
+    def _variant(self, deployment: Deployment) -> dict[str, Any]:
+        return {
+            "VariantName": "AllTraffic",
+            "ModelName": self._ensure_model(deployment),
+            "InstanceType": self.instance_type,
+            "InitialInstanceCount": 1,
+        }
+
+    def _ensure_config(self, deployment: Deployment) -> str:
+        config_name = config_resource_name(
+            deployment.endpoint, deployment.model, deployment.version
+        )
+        model_name = self._ensure_model(deployment)
+        if not self._exists(
+            self.sm.describe_endpoint_config, "EndpointConfigArn", EndpointConfigName=config_name
+        ):
+            self.sm.create_endpoint_config(
+                EndpointConfigName=config_name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": model_name,
+                        "InstanceType": self.instance_type,
+                        "InitialInstanceCount": 1,
+                    }
+                ],
+                Tags=self._tags,
+            )
+        return config_name
+
+    def invoke(self, endpoint: str, body: bytes, content_type: str) -> bytes:
+        return self.invoke_variant(endpoint, body, content_type)[0]
+
+    def invoke_variant(
+        self, endpoint: str, body: bytes, content_type: str, inference_id: str | None = None
+    ) -> tuple[bytes, str | None]:
+        args: dict[str, Any] = {
+            "EndpointName": endpoint_resource_name(endpoint),
+            "Body": body,
+            "ContentType": content_type,
+            "Accept": "application/json",
+        }
+        if inference_id:
+            args["InferenceId"] = inference_id  # data capture records it (inferenceId)
+        try:
+            resp = self.runtime.invoke_endpoint(**args)
         except self.runtime.exceptions.ModelError as exc:
-            raise ModelInputError(exc.response["Error"].get("Message", "")) from None
+            # The container answered non-2xx: OriginalStatusCode says whose fault it was.
+            error = exc.response.get("Error", {})
+            original = int(exc.response.get("OriginalStatusCode") or 400)
+            if original >= 500:
+                raise ModelFailedError(error.get("Message", "")) from None
+            raise ModelInputError(error.get("Message", "")) from None
         except self.runtime.exceptions.ValidationError:
             # Not created yet, or still Creating/Updating.
             raise EndpointNotReadyError(endpoint) from None
@@ -461,7 +496,7 @@ class SageMakerEndpointRuntime:
             if exc.response["Error"]["Code"] == "ValidationException":
                 raise EndpointNotReadyError(endpoint) from None
             raise
-        return bytes(resp["Body"].read())
+        return bytes(resp["Body"].read()), resp.get("InvokedProductionVariant")
 
     def status(self, endpoint: str) -> str:
         desc = self._describe_endpoint(endpoint)
@@ -473,3 +508,224 @@ class SageMakerEndpointRuntime:
             return
         self._check_owned(endpoint, desc["EndpointArn"])
         self.sm.delete_endpoint(EndpointName=endpoint_resource_name(endpoint))
+
+    # --- guarded deployments: SageMaker blue/green with auto-rollback alarms ------------------
+
+    def start_rollout(self, rollout: Rollout) -> None:
+        """``UpdateEndpoint`` with a blue/green ``DeploymentConfig``: SageMaker shifts the
+        traffic (all at once, canary, linear), bakes, and rolls back by itself when one of
+        the CloudWatch alarms made here from ``rollback_on`` fires. A shadow deployment is an
+        endpoint config with the new version as ``ShadowProductionVariants``."""
+        endpoint = rollout.new.endpoint
+        current = self._describe_endpoint(endpoint)
+        if current is None:
+            raise EndpointNotReadyError(f"endpoint {endpoint!r} does not exist yet")
+        self._check_owned(endpoint, current["EndpointArn"])
+        if current["EndpointStatus"] in BUSY:
+            raise EndpointNotReadyError(f"endpoint {endpoint!r} is {current['EndpointStatus']}")
+        name = endpoint_resource_name(endpoint)
+        if rollout.shadow:
+            config = self._shadow_config(rollout)
+            self._update(endpoint, EndpointName=name, EndpointConfigName=config)
+            return
+        config = self._ensure_config(rollout.new)
+        alarms = self._alarms(rollout)
+        self._update(
+            endpoint,
+            EndpointName=name,
+            EndpointConfigName=config,
+            DeploymentConfig=deployment_config(rollout, alarms),
+            RetainDeploymentConfig=False,
+        )
+
+    def _update(self, endpoint: str, **args: Any) -> None:
+        try:
+            self.sm.update_endpoint(**args)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceInUse"):
+                raise EndpointNotReadyError(
+                    f"endpoint {endpoint!r} cannot take a new version now: "
+                    f"{exc.response['Error'].get('Message', '')}"
+                ) from None
+            raise
+
+    def _shadow_config(self, rollout: Rollout) -> str:
+        name = sagemaker_name(
+            SAGEMAKER_PREFIX.rstrip("-"),
+            rollout.new.endpoint,
+            rollout.new.model,
+            f"v{rollout.current.version}",
+            f"shadow-v{rollout.new.version}",
+        )
+        if not self._exists(
+            self.sm.describe_endpoint_config, "EndpointConfigArn", EndpointConfigName=name
+        ):
+            shadow = {**self._variant(rollout.new), "VariantName": f"Shadow-v{rollout.new.version}"}
+            self.sm.create_endpoint_config(
+                EndpointConfigName=name,
+                ProductionVariants=[self._variant(rollout.current)],
+                ShadowProductionVariants=[shadow],
+                Tags=self._tags,
+            )
+        return name
+
+    def _alarms(self, rollout: Rollout) -> list[str]:
+        """One CloudWatch alarm per rollback condition, on the endpoint's AllTraffic variant
+        (SageMaker's own AWS/SageMaker metrics); SageMaker watches them during the bakes."""
+        if rollout.error_rate is None and rollout.p99_ms is None:
+            return []
+        if self.cw is None:
+            raise EndpointNotReadyError("rollback conditions need CloudWatch (no client given)")
+        names = []
+        for args in rollback_alarms(rollout):
+            self.cw.put_metric_alarm(**args, Tags=self._tags)
+            names.append(args["AlarmName"])
+        return names
+
+    def rollout_state(
+        self, endpoint: str, rollout_id: str, new: Deployment | None = None
+    ) -> RolloutState | None:
+        """From ``DescribeEndpoint``: Updating/RollingBack while SageMaker works, then the
+        config in service says whether the new version won (COMPLETED) or not."""
+        desc = self._describe_endpoint(endpoint)
+        if desc is None or new is None:
+            return None
+        status = desc["EndpointStatus"]
+        target = config_resource_name(endpoint, new.model, new.version)
+        serving = desc.get("EndpointConfigName")
+        if status in ("Creating", "Updating", "SystemUpdating"):
+            return RolloutState("BAKING", 0.0, None, {"endpoint_status": status})
+        if status == "RollingBack":
+            return RolloutState(
+                "BAKING", 0.0, "SageMaker is rolling back", {"endpoint_status": status}
+            )
+        if status == "InService" and serving == target:
+            return RolloutState("COMPLETED", 100.0)
+        if status == "InService" and serving and "shadow" in serving:
+            return RolloutState("COMPLETED", 0.0, "the new version runs as a shadow variant")
+        reason = desc.get("FailureReason") or (
+            f"SageMaker rolled back: the endpoint serves {serving}, not {target}"
+        )
+        return RolloutState("ROLLED_BACK", 0.0, reason, {"endpoint_status": status})
+
+    def describe(self, endpoint: str) -> dict[str, Any]:
+        desc = self._describe_endpoint(endpoint)
+        if desc is None:
+            return {}
+        variants = [
+            {
+                "name": v.get("VariantName"),
+                "weight": v.get("CurrentWeight"),
+                "instances": v.get("CurrentInstanceCount"),
+                "shadow": False,
+            }
+            for v in desc.get("ProductionVariants", [])
+        ] + [
+            {"name": v.get("VariantName"), "weight": v.get("CurrentWeight"), "shadow": True}
+            for v in desc.get("ShadowProductionVariants", [])
+        ]
+        return {
+            "url": f"sagemaker-runtime InvokeEndpoint {endpoint_resource_name(endpoint)}",
+            "runtime": "sklearn",
+            "runtime_reason": "the prebuilt SageMaker scikit-learn container serves "
+            "inference.py (no ONNX Runtime in the image)",
+            "endpoint_config": desc.get("EndpointConfigName"),
+            "variants": variants,
+        }
+
+
+def deployment_config(rollout: Rollout, alarms: list[str]) -> dict[str, Any]:
+    """SageMaker's ``DeploymentConfig`` for a guarded rollout (blue/green)."""
+    wait = int(min(3600, max(0, round(rollout.bake_seconds))))
+    routing: dict[str, Any] = {"WaitIntervalInSeconds": wait}
+    if rollout.strategy == "canary":
+        routing["Type"] = "CANARY"
+        routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": round(rollout.percent)}
+    elif rollout.strategy == "linear":
+        routing["Type"] = "LINEAR"
+        routing["LinearStepSize"] = {
+            "Type": "CAPACITY_PERCENT",
+            "Value": round(rollout.percent),
+        }
+    else:
+        routing["Type"] = "ALL_AT_ONCE"
+    config: dict[str, Any] = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": routing,
+            # The old fleet stays this long after the shift, so a late alarm still rolls back.
+            "TerminationWaitInSeconds": wait if rollout.strategy == "all_at_once" else 0,
+        }
+    }
+    if alarms:
+        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in alarms]}
+    return config
+
+
+def rollback_alarms(rollout: Rollout) -> list[dict[str, Any]]:
+    """``PutMetricAlarm`` arguments for ``rollback_on``: the 5xx rate (metric math over
+    Invocation5XXErrors / Invocations) and p99 ModelLatency (microseconds), per minute."""
+    endpoint = endpoint_resource_name(rollout.new.endpoint)
+    dims = [
+        {"Name": "EndpointName", "Value": endpoint},
+        {"Name": "VariantName", "Value": "AllTraffic"},
+    ]
+    prefix = sagemaker_name(SAGEMAKER_PREFIX.rstrip("-"), rollout.new.endpoint, rollout.id)
+    common = {
+        "EvaluationPeriods": 1,
+        "DatapointsToAlarm": 1,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "notBreaching",
+    }
+    out: list[dict[str, Any]] = []
+    if rollout.error_rate is not None:
+
+        def metric(name: str, ident: str) -> dict[str, Any]:
+            return {
+                "Id": ident,
+                "ReturnData": False,
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "AWS/SageMaker",
+                        "MetricName": name,
+                        "Dimensions": dims,
+                    },
+                    "Period": 60,
+                    "Stat": "Sum",
+                },
+            }
+
+        out.append(
+            {
+                **common,
+                "AlarmName": f"{prefix}-error-rate",
+                "AlarmDescription": f"guarded deployment {rollout.id}: 5xx rate",
+                "Threshold": float(rollout.error_rate),
+                "Metrics": [
+                    metric("Invocation5XXErrors", "errors"),
+                    metric("Invocations", "invocations"),
+                    {
+                        "Id": "rate",
+                        "Expression": (
+                            f"IF(invocations >= {rollout.min_requests}, errors / invocations, 0)"
+                        ),
+                        "Label": "5xx error rate",
+                        "ReturnData": True,
+                    },
+                ],
+            }
+        )
+    if rollout.p99_ms is not None:
+        out.append(
+            {
+                **common,
+                "AlarmName": f"{prefix}-p99",
+                "AlarmDescription": f"guarded deployment {rollout.id}: p99 model latency",
+                "Namespace": "AWS/SageMaker",
+                "MetricName": "ModelLatency",
+                "Dimensions": dims,
+                "Period": 60,
+                "ExtendedStatistic": "p99",
+                "Threshold": float(rollout.p99_ms) * 1000.0,  # ModelLatency is in microseconds
+            }
+        )
+    return out

@@ -81,7 +81,9 @@ def model_of_endpoint(ports: Any, endpoint: str) -> dict[str, Any]:
         "task": version["task"],
         "signature": version["signature"],
         "baseline_key": baseline,
-        "variants": list(info.get("variants") or ["AllTraffic"]),
+        # Captures are written per endpoint under SageMaker's one-variant name (the API
+        # captures, whichever version answered); the serving variants are not capture keys.
+        "variants": ["AllTraffic"],
         "version": version,
     }
 
