@@ -34,28 +34,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    mean_absolute_error,
-    mean_squared_error,
-    precision_score,
-    r2_score,
-    recall_score,
-    roc_auc_score,
-)
 
 import jobkit
+import modelkit
 from jobkit import JobError
 from mlcontract import archive, metrics
 
@@ -102,7 +91,7 @@ def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]
     available = METRICS_BY_TASK[task]
     if requested is None or not requested.strip():
         n_classes = len(pipeline.classes_) if task == "classification" else None
-        return metrics.defaults(task, n_classes, hasattr(pipeline, "predict_proba"))
+        return metrics.defaults(task, n_classes, modelkit.has_proba(pipeline))
     names = []
     for raw in requested.split(","):
         name = raw.strip().lower()
@@ -126,43 +115,21 @@ def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]
                 f"roc_auc is only computed for binary classification; this model has "
                 f"{n_classes} classes."
             )
-        if not hasattr(pipeline, "predict_proba"):
-            raise JobError("roc_auc needs class probabilities but the model has no predict_proba.")
+        if not modelkit.has_scores(pipeline):
+            raise JobError("roc_auc needs class scores but the model has none.")
+    for name in names:
+        if metrics.BY_NAME[name].needs_proba and not modelkit.has_proba(pipeline):
+            raise JobError(
+                f"{name} needs class probabilities but the model has none (e.g. an SVM "
+                "without probability=true)."
+            )
     return names
-
-
-def _roc_auc(pipeline: Any, features: pd.DataFrame, y_true: np.ndarray) -> float:
-    positive = pipeline.classes_[1]
-    is_positive = y_true == positive
-    if is_positive.all() or not is_positive.any():
-        raise JobError("roc_auc is undefined: the test data contains only one class.")
-    scores = pipeline.predict_proba(features)[:, 1]
-    return float(roc_auc_score(is_positive, scores))
 
 
 def compute_metrics(
     names: list[str], task: str, pipeline: Any, features: pd.DataFrame, y_true: np.ndarray
 ) -> dict[str, float | None]:
-    y_pred = pipeline.predict(features)
-    scorers: dict[str, Callable[[], float]] = {
-        "accuracy": lambda: accuracy_score(y_true, y_pred),
-        "precision_macro": lambda: precision_score(
-            y_true, y_pred, average="macro", zero_division=0
-        ),
-        "recall_macro": lambda: recall_score(y_true, y_pred, average="macro", zero_division=0),
-        "f1_macro": lambda: f1_score(y_true, y_pred, average="macro", zero_division=0),
-        "roc_auc": lambda: _roc_auc(pipeline, features, y_true),
-        # sqrt of MSE rather than root_mean_squared_error: the container may ship sklearn < 1.4.
-        "rmse": lambda: math.sqrt(mean_squared_error(y_true, y_pred)),
-        "mae": lambda: mean_absolute_error(y_true, y_pred),
-        "r2": lambda: r2_score(y_true, y_pred),
-    }
-    results: dict[str, float | None] = {}
-    for name in names:
-        value = float(scorers[name]())
-        # NaN is not JSON; null says "undefined on this data" (e.g. r2 of a single row).
-        results[name] = value if math.isfinite(value) else None
-    return results
+    return modelkit.metric_values(names, pipeline, features, y_true)
 
 
 def artefact_facts(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +144,13 @@ def artefact_facts(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
         "excluded_columns": metadata.get("excluded_columns", [])[:200],
         "preprocessing": metadata.get("preprocessing", []),
         "notes": metadata.get("notes", [])[:50],
+        # Provenance (train.py): recorded on the model version.
+        "seed": metadata.get("seed"),
+        "effective_hyperparameters": metadata.get("effective_hyperparameters"),
+        "class_weight": metadata.get("class_weight"),
+        "cross_validation": metadata.get("cross_validation"),
+        "data": metadata.get("data"),
+        "libraries": metadata.get("libraries"),
     }
 
 

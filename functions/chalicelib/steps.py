@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from chalicelib import cleaning, datasets, deployment, registry, runs, workflow
+from chalicelib import cleaning, datasets, deployment, model_steps, registry, runs, workflow
 from chalicelib.errors import MLPipeError, StepError, TransientError
 from chalicelib.names import sagemaker_name
 from chalicelib.ports import JobKind, JobSpec, TooLargeError
@@ -226,8 +226,9 @@ def _training_arguments(ctx: StepContext) -> dict[str, str]:
         "algorithm": spec.model.algorithm,
         "task": spec.task,
         "target": spec.target,
-        "hyperparameters": json.dumps(spec.model.hyperparameters),
+        "hyperparameters": json.dumps(_hyperparameters(ctx)),
         "seed": str(spec.seed),
+        **model_steps.training_options(spec, ctx.event),
     }
     steps = json.dumps(spec.preprocessing, separators=(",", ":"))
     if len(steps) <= MAX_ARGUMENT:
@@ -237,6 +238,12 @@ def _training_arguments(ctx: StepContext) -> dict[str, str]:
             f"{ctx.event['split']['train']}/preprocessing.json", steps.encode()
         )
     return arguments
+
+
+def _hyperparameters(ctx: StepContext) -> dict[str, Any]:
+    """The pipeline's hyperparameters, with the best trial's when the run tuned them."""
+    best = (ctx.event.get("tuning") or {}).get("best") or {}
+    return {**ctx.spec.model.hyperparameters, **(best.get("params") or {})}
 
 
 @task("start_training")
@@ -251,7 +258,7 @@ def start_training(ctx: StepContext) -> StepResult:
             arguments=_training_arguments(ctx),
             inputs={"train": ctx.event["split"]["train"]},
             output_prefix=f"{ctx.prefix}/model",
-            max_runtime_seconds=ctx.ports.settings.max_job_seconds,
+            max_runtime_seconds=model_steps.job_seconds(ctx.spec, ctx.ports.settings),
         ),
     )
 
@@ -356,7 +363,7 @@ def register(ctx: StepContext) -> StepResult:
             "pipeline": spec.name,
             "task": spec.task,
             "algorithm": spec.model.algorithm,
-            "hyperparameters": spec.model.hyperparameters,
+            "hyperparameters": _hyperparameters(ctx),
             "metrics": ctx.event["gate"]["metrics"],
             "data": {"dataset": ctx.event["dataset"]["name"],
                      "version": ctx.event["dataset"]["version"]},
@@ -368,6 +375,7 @@ def register(ctx: StepContext) -> StepResult:
             "classes": facts.get("classes"),
             "excluded_columns": facts.get("excluded_columns", [])[:200],
             "preprocessing": facts.get("preprocessing", []),
+            **model_steps.provenance(facts, ctx.event),
         },
     )  # fmt: skip
     model = {"name": name, "version": version["version"]}
