@@ -14,14 +14,24 @@ from typing import Any
 from chalice import Chalice
 
 from chalicelib import steps, triggers, workflow
-from chalicelib.api import datasets, endpoints, models, pipelines, preprocessing, system
+from chalicelib.api import (
+    datasets,
+    endpoints,
+    model_quality,
+    models,
+    pipelines,
+    preprocessing,
+    system,
+)
 
 app = Chalice(app_name="mlpipe")
 # Parquet uploads are bytes; API Gateway must pass them through unmangled.
-app.api.binary_types.extend(["application/vnd.apache.parquet", "application/octet-stream"])
+app.api.binary_types.extend(
+    ["application/vnd.apache.parquet", "application/octet-stream", "application/zip", "image/png"]
+)
 app.log.setLevel(logging.INFO)
 
-for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints):
+for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints, model_quality):
     app.register_blueprint(blueprint.api)
 
 # One Lambda per registry entry; Chalice names the deployed handler "app.<function>", so

@@ -190,7 +190,8 @@ def cross_validate(
         model.fit(features.iloc[train_idx], y_train, **kwargs)
         value = metric_values([metric], model, features.iloc[test_idx], labels[test_idx])[metric]
         scores.append(float("nan") if value is None else value)
-        running = float(np.nanmean(scores)) if not all(map(math.isnan, scores)) else math.nan
+        mean = _running_mean(scores)
+        running = math.nan if mean is None else mean
         if prune_below and index < len(prune_below) and index + 1 < n_folds:
             bound = prune_below[index]
             worse = running < bound if higher else running > bound
@@ -203,12 +204,14 @@ def cross_validate(
         "folds": [s if math.isfinite(s) else None for s in scores],
         "mean": float(np.mean(finite)) if finite else None,
         "std": float(np.std(finite)) if finite else None,
-        "running_means": [
-            float(np.mean([s for s in scores[: i + 1] if math.isfinite(s)] or [math.nan]))
-            for i in range(len(scores))
-        ],
+        "running_means": [_running_mean(scores[: i + 1]) for i in range(len(scores))],
         "pruned": pruned,
     }
+
+
+def _running_mean(scores: list[float]) -> float | None:
+    finite = [s for s in scores if math.isfinite(s)]
+    return float(np.mean(finite)) if finite else None
 
 
 def data_hash(directory: Path) -> str:

@@ -128,6 +128,10 @@ class ChampionSpec(_Strict):
     enabled: bool = True
 
 
+# Estimators (scikit-learn 1.4.2) with no class_weight parameter and no sample_weight in fit.
+NO_CLASS_WEIGHTS = frozenset({"k_nearest_neighbors", "mlp"})
+
+
 def check_spec(spec: Any) -> None:
     """Cross-field checks of a pipeline spec's model parts (ValueError names the problem)."""
     task = spec.task
@@ -139,6 +143,13 @@ def check_spec(spec: Any) -> None:
                 f"evaluation.thresholds names {', '.join(map(repr, missing))}, which "
                 f"evaluation.metrics does not list; add it there or remove the threshold"
             )
+    if spec.training.class_weight is not None and spec.model.algorithm in NO_CLASS_WEIGHTS:
+        raise ValueError(
+            f"training.class_weight: {spec.model.algorithm} takes neither class weights nor "
+            "sample weights"
+        )
+    if spec.training.class_weight is not None and task != "classification":
+        raise ValueError("training.class_weight only applies to classification")
     if spec.training.cv_metric:
         metrics.check(task, [spec.training.cv_metric])
     if evaluation.champion is not None and evaluation.champion.metric:

@@ -15,8 +15,8 @@ PUBLIC_VERSION_FIELDS = (
     "metrics", "data", "code_version", "artefact_uri", "sha256", "signature", "classes",
     "excluded_columns", "preprocessing", "created_at",
     # Provenance and model-quality fields (issue "Models": chalicelib/model_steps.py).
-    "seed", "effective_hyperparameters", "class_weight", "cross_validation", "libraries",
-    "tuning", "champion", "status_reason",
+    "seed", "training_data", "effective_hyperparameters", "class_weight", "cross_validation",
+    "libraries", "tuning", "champion", "status_reason",
 )  # fmt: skip
 
 

@@ -68,6 +68,8 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
     pipeline_ref: dict[str, Any] = {"name": spec.name, "key": spec_key(run_id)}
     if spec.deployment is not None:
         pipeline_ref["deployment"] = spec_doc["deployment"]
+    if spec.tuning is not None:  # for the TuningRequested? Choice
+        pipeline_ref["tuning"] = True
     return launch(
         ports,
         "pipeline",
@@ -221,6 +223,12 @@ def record_step(
             return None
         now = now_iso()
         steps = []
+        names = [s["name"] for s in item["steps"]]
+        if step not in names and step in workflow.OPTIONAL_STEPS:
+            anchor = workflow.OPTIONAL_STEPS[step]
+            at = names.index(anchor) if anchor in names else len(names)
+            pending = {"name": step, "status": "PENDING", "started_at": None, "ended_at": None}
+            item = {**item, "steps": [*item["steps"][:at], pending, *item["steps"][at:]]}
         for s in item["steps"]:
             if s["name"] == step:
                 s = {**s, "status": status, **detail}

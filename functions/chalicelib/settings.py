@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_iter: int = Field(default=100_000, ge=1)
     max_hidden_units: int = Field(default=4096, ge=1)
     max_cache_mb: int = Field(default=2048, ge=1)
+    # An MLflow tracking server every registered version's run is logged to (mlflow-skinny
+    # must be installed; nothing MLflow is needed otherwise).
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    # Where experiments the service creates keep their artifacts (e.g. s3://bucket/mlflow);
+    # unset: the tracking server's default.
+    mlflow_artifact_root: str | None = None
     # Tuning: trials per run, and trials at once (locally also bounded by the cores).
     max_trials: int = Field(default=200, ge=1)
     max_parallel_trials: int = Field(default=8, ge=1)

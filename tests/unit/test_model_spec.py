@@ -114,3 +114,5 @@ def test_training_options() -> None:
     assert spec.training.cv_folds == 5
     assert "cv_folds" in _error(training={"cv_folds": 1})
     assert "class_weight" in _error(training={"class_weight": "heavy"})
+    message = _error(model={"algorithm": "mlp"}, training={"class_weight": "balanced"})
+    assert "mlp takes neither class weights nor sample weights" in message
