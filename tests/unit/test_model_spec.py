@@ -116,3 +116,22 @@ def test_training_options() -> None:
     assert "class_weight" in _error(training={"class_weight": "heavy"})
     message = _error(model={"algorithm": "mlp"}, training={"class_weight": "balanced"})
     assert "mlp takes neither class weights nor sample weights" in message
+
+
+def test_job_wall_time_cap() -> None:
+    from chalicelib import model_steps
+
+    settings = Settings(max_job_seconds=600)
+    spec = PipelineCreate.model_validate(
+        _spec(model={"algorithm": "random_forest", "max_runtime_seconds": 120})
+    )
+    assert model_steps.job_seconds(spec, settings) == 120
+    assert model_steps.job_seconds(PipelineCreate.model_validate(_spec()), settings) == 600
+    too_long = PipelineCreate.model_validate(
+        _spec(model={"algorithm": "random_forest", "max_runtime_seconds": 7200})
+    )
+    [problem] = modelspec.cap_problems(too_long, settings)
+    assert "max_runtime_seconds = 7200 is past the cap of 600 (MLPIPE_MAX_JOB_SECONDS)" in problem
+    hint = model_steps.runtime_hint("MaxRuntimeExceeded: the job ran longer than 120 s")
+    assert "wall-time cap" in hint and "n_estimators" in hint
+    assert model_steps.runtime_hint("Failed: bad value") == ""
