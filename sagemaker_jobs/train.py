@@ -315,14 +315,18 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     )
     for note in notes:
         print(f"Note: {note}", flush=True)
-    class_weight = class_weight_argument(args.class_weight)
+    # Callers that build the namespace themselves may predate the training options.
+    class_weight = class_weight_argument(getattr(args, "class_weight", ""))
+    cv_folds = int(getattr(args, "cv_folds", 0) or 0)
     cv = None
-    if args.cv_folds:
-        if not 2 <= args.cv_folds <= 20:
-            raise JobError(f"--cv-folds must be 0 or between 2 and 20, got {args.cv_folds}.")
-        metric = args.cv_metric or ("accuracy" if args.task == "classification" else "r2")
+    if cv_folds:
+        if not 2 <= cv_folds <= 20:
+            raise JobError(f"--cv-folds must be 0 or between 2 and 20, got {cv_folds}.")
+        metric = getattr(args, "cv_metric", "") or (
+            "accuracy" if args.task == "classification" else "r2"
+        )
         cv = modelkit.cross_validate(
-            pipeline, features, labels, task=args.task, n_folds=args.cv_folds,
+            pipeline, features, labels, task=args.task, n_folds=cv_folds,
             seed=args.seed, metric=metric, class_weight=class_weight,
         )  # fmt: skip
         cv.pop("running_means")
@@ -354,7 +358,10 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
         "effective_hyperparameters": modelkit.json_params(estimator),
         "class_weight": class_weight,
         "cross_validation": cv,
-        "data": {"version": args.data_version or None, "sha256": modelkit.data_hash(train_dir)},
+        "data": {
+            "version": getattr(args, "data_version", "") or None,
+            "sha256": modelkit.data_hash(train_dir),
+        },
         "libraries": modelkit.library_versions(),
     }
 
