@@ -290,3 +290,34 @@ def test_runs_are_logged_to_the_mlflow_tracking_store(
     assert run.data.tags["mlpipe.version"] == "1"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "report"} <= artifacts
+
+
+def test_regression_report_with_residuals(api: Api) -> None:
+    from tests.e2e.conftest import regression_csv
+
+    api.ok("POST", "/datasets", {"name": "houses", "source": {"type": "inline",
+                                                             "data": regression_csv(150)}})  # fmt: skip
+    run = _run(
+        api,
+        {
+            "name": "houses-mlp",
+            "dataset": {"name": "houses"},
+            "target": "y",
+            "task": "regression",
+            "model": {"algorithm": "mlp",
+                      "hyperparameters": {"hidden_layer_sizes": [16, 8], "max_iter": 500}},
+            "evaluation": {"metrics": ["rmse", "mape"]},
+            "training": {"cv_folds": 3},
+        },
+    )  # fmt: skip
+    assert run["status"] == "SUCCEEDED", run["error"]
+    assert set(run["metrics"]) == {"rmse", "mape"}
+    report = api.ok("GET", "/models/houses-mlp/versions/1/report")
+    assert report["task"] == "regression" and report["rmse"] == run["metrics"]["rmse"]
+    residuals = report["residuals"]
+    assert sum(residuals["histogram"]["counts"]) == report["rows"]
+    assert len(residuals["vs_predicted"]["predicted"]) == min(report["rows"], 101)
+    assert report["cross_validation"]["metric"] == "r2"
+    assert "residuals" in report["plots"]
+    version = api.ok("GET", "/models/houses-mlp/versions/1")
+    assert version["effective_hyperparameters"]["hidden_layer_sizes"] == [16, 8]
