@@ -70,13 +70,16 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
         pipeline_ref["deployment"] = spec_doc["deployment"]
     if spec.tuning is not None:  # for the TuningRequested? Choice
         pipeline_ref["tuning"] = True
+    fields: dict[str, Any] = {
+        "pipeline": pipeline_name,
+        "dataset": {"name": dataset["name"], "version": dataset["version"]},
+    }
+    if spec.tuning is not None:  # PlanTrials fills it in (GET /runs/{id}/trials reads it)
+        fields["tuning"] = {"strategy": spec.tuning.strategy, "planned": 0}
     return launch(
         ports,
         "pipeline",
-        {
-            "pipeline": pipeline_name,
-            "dataset": {"name": dataset["name"], "version": dataset["version"]},
-        },
+        fields,
         {
             "pipeline": pipeline_ref,
             "dataset": {"name": dataset["name"], "version": dataset["version"],
