@@ -18,6 +18,7 @@ from chalicelib.api import (
     batch,
     datasets,
     endpoints,
+    model_quality,
     models,
     monitoring,
     pipelines,
@@ -27,10 +28,15 @@ from chalicelib.api import (
 
 app = Chalice(app_name="mlpipe")
 # Parquet uploads are bytes; API Gateway must pass them through unmangled.
-app.api.binary_types.extend(["application/vnd.apache.parquet", "application/octet-stream"])
+app.api.binary_types.extend(
+    ["application/vnd.apache.parquet", "application/octet-stream", "application/zip", "image/png"]
+)
 app.log.setLevel(logging.INFO)
 
-for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints, batch, monitoring):
+for blueprint in (
+    system, datasets, pipelines, preprocessing, models, endpoints, batch, monitoring,
+    model_quality,
+):  # fmt: skip
     app.register_blueprint(blueprint.api)
 
 # One Lambda per registry entry; Chalice names the deployed handler "app.<function>", so

@@ -148,8 +148,16 @@ def _encode(raw: Any) -> list[Constraint]:
     )
 
 
+# JSON forms scikit-learn accepts through a constraint the generator drops as a whole:
+# hidden_layer_sizes is "array-like" (a list of layer widths; elements are checked by
+# mlcontract.catalog and bounded by the hidden-units cap).
+_EXTRA_FORMS: dict[str, list[Constraint]] = {
+    "hidden_layer_sizes": [{"kind": "type", "type": "list"}],
+}
+
+
 def _param_spec(name: str, default: Any, raw_constraints: Any) -> ParamSpec:
-    accepts: list[Constraint] = []
+    accepts: list[Constraint] = list(_EXTRA_FORMS.get(name, []))
     # "no_validation" (or no entry) means scikit-learn checks nothing, so neither can we.
     if raw_constraints != "no_validation":
         for raw in raw_constraints or []:
@@ -157,10 +165,15 @@ def _param_spec(name: str, default: Any, raw_constraints: Any) -> ParamSpec:
                 if encoded not in accepts:
                     accepts.append(encoded)
     ok, json_default = _json_scalar(default)
+    if isinstance(default, tuple) and all(isinstance(v, Integral) for v in default):
+        ok, json_default = True, [int(v) for v in default]
+    # A parameter on its way out (scikit-learn marks its default "deprecated") is not offered:
+    # its default would read as a value to users, and setting it breaks on the next upgrade.
+    deprecated = isinstance(default, str) and default == "deprecated"
     return {
         "default": json_default if ok else None,
         "accepts": accepts,
-        "configurable": bool(accepts) and name not in PLATFORM_PARAMS,
+        "configurable": bool(accepts) and name not in PLATFORM_PARAMS and not deprecated,
     }
 
 

@@ -37,28 +37,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    mean_absolute_error,
-    mean_squared_error,
-    precision_score,
-    r2_score,
-    recall_score,
-    roc_auc_score,
-)
 
 import jobkit
+import modelkit
+import plotkit
+import reportkit
 from jobkit import JobError
 from mlcontract import archive, metrics
 
@@ -74,6 +65,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
     parser.add_argument("--metrics", default=None)
     parser.add_argument("--fast-path", choices=("off", "on", "only"), default="off")
+    # Champion/challenger: the version behind the deployment alias, scored on the same rows
+    # on --champion-metric (absent: no champion yet).
+    parser.add_argument("--champion-dir", default=None)
+    parser.add_argument("--champion-metric", default="")
     return parser
 
 
@@ -105,7 +100,7 @@ def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]
     available = METRICS_BY_TASK[task]
     if requested is None or not requested.strip():
         n_classes = len(pipeline.classes_) if task == "classification" else None
-        return metrics.defaults(task, n_classes, hasattr(pipeline, "predict_proba"))
+        return metrics.defaults(task, n_classes, modelkit.has_proba(pipeline))
     names = []
     for raw in requested.split(","):
         name = raw.strip().lower()
@@ -129,43 +124,21 @@ def choose_metrics(requested: str | None, task: str, pipeline: Any) -> list[str]
                 f"roc_auc is only computed for binary classification; this model has "
                 f"{n_classes} classes."
             )
-        if not hasattr(pipeline, "predict_proba"):
-            raise JobError("roc_auc needs class probabilities but the model has no predict_proba.")
+        if not modelkit.has_scores(pipeline):
+            raise JobError("roc_auc needs class scores but the model has none.")
+    for name in names:
+        if metrics.BY_NAME[name].needs_proba and not modelkit.has_proba(pipeline):
+            raise JobError(
+                f"{name} needs class probabilities but the model has none (e.g. an SVM "
+                "without probability=true)."
+            )
     return names
-
-
-def _roc_auc(pipeline: Any, features: pd.DataFrame, y_true: np.ndarray) -> float:
-    positive = pipeline.classes_[1]
-    is_positive = y_true == positive
-    if is_positive.all() or not is_positive.any():
-        raise JobError("roc_auc is undefined: the test data contains only one class.")
-    scores = pipeline.predict_proba(features)[:, 1]
-    return float(roc_auc_score(is_positive, scores))
 
 
 def compute_metrics(
     names: list[str], task: str, pipeline: Any, features: pd.DataFrame, y_true: np.ndarray
 ) -> dict[str, float | None]:
-    y_pred = pipeline.predict(features)
-    scorers: dict[str, Callable[[], float]] = {
-        "accuracy": lambda: accuracy_score(y_true, y_pred),
-        "precision_macro": lambda: precision_score(
-            y_true, y_pred, average="macro", zero_division=0
-        ),
-        "recall_macro": lambda: recall_score(y_true, y_pred, average="macro", zero_division=0),
-        "f1_macro": lambda: f1_score(y_true, y_pred, average="macro", zero_division=0),
-        "roc_auc": lambda: _roc_auc(pipeline, features, y_true),
-        # sqrt of MSE rather than root_mean_squared_error: the container may ship sklearn < 1.4.
-        "rmse": lambda: math.sqrt(mean_squared_error(y_true, y_pred)),
-        "mae": lambda: mean_absolute_error(y_true, y_pred),
-        "r2": lambda: r2_score(y_true, y_pred),
-    }
-    results: dict[str, float | None] = {}
-    for name in names:
-        value = float(scorers[name]())
-        # NaN is not JSON; null says "undefined on this data" (e.g. r2 of a single row).
-        results[name] = value if math.isfinite(value) else None
-    return results
+    return modelkit.metric_values(names, pipeline, features, y_true)
 
 
 def artefact_facts(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +153,13 @@ def artefact_facts(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
         "excluded_columns": metadata.get("excluded_columns", [])[:200],
         "preprocessing": metadata.get("preprocessing", []),
         "notes": metadata.get("notes", [])[:50],
+        # Provenance (train.py): recorded on the model version.
+        "seed": metadata.get("seed"),
+        "effective_hyperparameters": metadata.get("effective_hyperparameters"),
+        "class_weight": metadata.get("class_weight"),
+        "cross_validation": metadata.get("cross_validation"),
+        "data": metadata.get("data"),
+        "libraries": metadata.get("libraries"),
     }
 
 
@@ -218,21 +198,106 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             )
 
     metrics = compute_metrics(names, task, pipeline, features, y_true)
+    champion = None
+    if args.champion_metric:
+        champion = score_champion(args, task, data, target, pipeline, features, y_true)
     report = {
         "metrics": metrics,
         "rows": len(features),
         "task": task,
         # What Register records on the model version, so it needs no second download.
         "artefact": artefact_facts(Path(args.model_dir), metadata),
+        "champion": champion,
     }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # The full report (per class, confusion matrix, curves, residuals) beside the summary.
+    full = reportkit.build(task, pipeline, features, y_true)
+    full["metrics"] = metrics
+    full["cross_validation"] = metadata.get("cross_validation")
+    full["champion"] = champion
+    full["importance"], full["plots"] = importance_and_plots(
+        full, pipeline, features, y_true, output_dir / "plots", seed=int(metadata.get("seed") or 0)
+    )
+    (output_dir / "report.json").write_text(
+        json.dumps(full, allow_nan=False, default=str), encoding="utf-8"
+    )
     if args.fast_path == "on":
         build_fast_path(pipeline, metadata, features, output_dir / "fastpath")
     (output_dir / "evaluation.json").write_text(
         json.dumps(report, indent=2, allow_nan=False), encoding="utf-8"
     )
     return report
+
+
+def importance_and_plots(
+    full: dict[str, Any],
+    pipeline: Any,
+    features: pd.DataFrame,
+    y_true: np.ndarray,
+    plots_dir: Path,
+    seed: int,
+) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """Permutation importance of each input column (on at most 1,000 test rows, top 20) and
+    the PNG plots. Trouble here is printed, never raised: the evaluation stands without them."""
+    importance: list[dict[str, Any]] | None = None
+    try:
+        from sklearn.inspection import permutation_importance
+
+        rows = features.sample(min(len(features), 1000), random_state=seed)
+        result = permutation_importance(
+            pipeline, rows, y_true[features.index.get_indexer(rows.index)], n_repeats=3,
+            random_state=seed,
+        )  # fmt: skip
+        ranked = sorted(
+            zip(features.columns, result.importances_mean, result.importances_std, strict=True),
+            key=lambda item: -item[1],
+        )[:20]
+        importance = [
+            {"feature": str(name), "mean": float(mean), "std": float(std)}
+            for name, mean, std in ranked
+        ]
+    except Exception as exc:
+        print(f"Permutation importance skipped: {type(exc).__name__}: {exc}", flush=True)
+    try:
+        values = [float(item["mean"]) for item in importance] if importance else None
+        return importance, plotkit.write_all(full, values, plots_dir)
+    except Exception as exc:
+        print(f"Plots skipped: {type(exc).__name__}: {exc}", flush=True)
+        return importance, []
+
+
+def score_champion(
+    args: argparse.Namespace,
+    task: str,
+    data: pd.DataFrame,
+    target: str,
+    pipeline: Any,
+    features: pd.DataFrame,
+    y_true: np.ndarray,
+) -> dict[str, Any]:
+    """The candidate and the champion on the same rows and metric. A champion that cannot be
+    scored (e.g. it needs columns this data lacks) is reported, not raised."""
+    metric = args.champion_metric
+    candidate = modelkit.metric_values([metric], pipeline, features, y_true)[metric]
+    out: dict[str, Any] = {"metric": metric, "candidate": candidate, "champion": None}
+    if not args.champion_dir or not Path(args.champion_dir).is_dir():
+        out["error"] = "no champion model was given"
+        return out
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            location = locate_model(Path(args.champion_dir), Path(scratch))
+            their_meta = json.loads((location / "metadata.json").read_text(encoding="utf-8"))
+            champion = joblib.load(location / "model.joblib")
+        signature = their_meta["signature"]["inputs"]
+        missing = [f["name"] for f in signature if f["name"] not in data.columns]
+        if missing:
+            raise JobError(f"the champion needs column(s) {', '.join(missing[:10])}")
+        their_features = jobkit.coerce_features(data, signature)
+        out["champion"] = modelkit.metric_values([metric], champion, their_features, y_true)[metric]
+    except Exception as exc:
+        out["error"] = f"the champion could not be scored: {type(exc).__name__}: {exc}"[:500]
+    return out
 
 
 def build_fast_path(

@@ -98,9 +98,9 @@ def coerce_features(frame: pd.DataFrame, signature: list[dict[str, str]]) -> pd.
 def normalize_labels(labels: pd.Series) -> np.ndarray:
     """Class labels as a plain numpy array that keeps the target's original values.
 
-    Parquet turns an integer column with nulls into float64; once those rows are dropped the
-    labels are integral again and are reported as ints, not 1.0/0.0. Training and evaluation
-    both use this, so test labels compare equal to the model's classes.
+    Float labels stay floats: a 0.0/1.0 target comes back as 0.0/1.0, never as 0/1 (a target
+    of integers with gaps arrives as floats; a ``cast`` to integer makes its labels ints).
+    Training and evaluation both use this, so test labels compare equal to the model's classes.
     """
     dtype = labels.dtype
     if pd.api.types.is_bool_dtype(dtype):
@@ -108,10 +108,7 @@ def normalize_labels(labels: pd.Series) -> np.ndarray:
     if pd.api.types.is_integer_dtype(dtype):
         return labels.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(dtype):
-        values = labels.to_numpy(dtype=np.float64)
-        if np.all(np.mod(values, 1) == 0):
-            return values.astype(np.int64)
-        return values
+        return labels.to_numpy(dtype=np.float64)
     values = labels.astype(object).to_numpy()
     if len({type(value) for value in values}) > 1:
         # sklearn cannot order e.g. 1 and "a"; text is the only common form.

@@ -48,6 +48,7 @@ from sklearn.pipeline import Pipeline
 
 import features as featurelib  # imported as 'features': the name pickles refer to
 import jobkit
+import modelkit
 from jobkit import JobError
 from mlcontract import catalog, columns
 from mlcontract import preprocessing as prep
@@ -59,7 +60,10 @@ TASKS = ("classification", "regression")
 
 ALGORITHMS = catalog.ALGORITHMS
 
-_OPTIONS = ("--algorithm", "--task", "--target", "--hyperparameters", "--seed", "--preprocessing")
+_OPTIONS = (
+    "--algorithm", "--task", "--target", "--hyperparameters", "--seed", "--preprocessing",
+    "--cv-folds", "--cv-metric", "--class-weight", "--data-version",
+)  # fmt: skip
 # Where a preprocessing spec too long for a hyperparameter (SageMaker: 2500 chars) may sit.
 PREPROCESSING_FILE = "preprocessing.json"
 
@@ -74,7 +78,33 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hyperparameters", default="{}")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--preprocessing", default="")
+    # Training options: k-fold cross-validation on the training split before the final fit
+    # (0: none), the metric it scores, class weights ("balanced" or a JSON object label ->
+    # weight) and the dataset version the split came from (recorded with the model).
+    parser.add_argument("--cv-folds", type=int, default=0)
+    parser.add_argument("--cv-metric", default="")
+    parser.add_argument("--class-weight", default="")
+    parser.add_argument("--data-version", default="")
     return parser
+
+
+def class_weight_argument(value: str) -> Any:
+    if not value:
+        return None
+    if value == "balanced":
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in parsed.values()
+    ):
+        raise JobError(
+            "--class-weight must be 'balanced' or a JSON object of positive weights, "
+            f"got {value!r}."
+        )
+    return parsed
 
 
 def _glue_option_values(argv: list[str]) -> list[str]:
@@ -168,6 +198,8 @@ def make_estimator(algorithm: str, task: str, hyperparameters: dict[str, Any], s
             f"valid names are: {', '.join(sorted(valid))}."
         )
     kwargs = dict(hyperparameters)
+    if isinstance(kwargs.get("hidden_layer_sizes"), list):
+        kwargs["hidden_layer_sizes"] = tuple(kwargs["hidden_layer_sizes"])
     if "random_state" in valid and "random_state" not in kwargs:
         kwargs["random_state"] = seed
     estimator = cls(**kwargs)
@@ -269,7 +301,7 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     pipeline = build_pipeline(
         signature,
         estimator,
-        dense=args.algorithm == "hist_gradient_boosting",
+        dense=args.algorithm in catalog.DENSE_ONLY,
         steps=steps,
         task=args.task,
         seed=args.seed,
@@ -283,7 +315,25 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
     )
     for note in notes:
         print(f"Note: {note}", flush=True)
-    pipeline.fit(features, labels)
+    # Callers that build the namespace themselves may predate the training options.
+    class_weight = class_weight_argument(getattr(args, "class_weight", ""))
+    cv_folds = int(getattr(args, "cv_folds", 0) or 0)
+    cv = None
+    if cv_folds:
+        if not 2 <= cv_folds <= 20:
+            raise JobError(f"--cv-folds must be 0 or between 2 and 20, got {cv_folds}.")
+        metric = getattr(args, "cv_metric", "") or (
+            "accuracy" if args.task == "classification" else "r2"
+        )
+        cv = modelkit.cross_validate(
+            pipeline, features, labels, task=args.task, n_folds=cv_folds,
+            seed=args.seed, metric=metric, class_weight=class_weight,
+        )  # fmt: skip
+        cv.pop("running_means")
+        cv.pop("pruned")
+        print(f"Cross-validation: {json.dumps(cv)}", flush=True)
+    fit_kwargs = modelkit.fit_kwargs(estimator, class_weight, labels)
+    pipeline.fit(features, labels, **fit_kwargs)
 
     classes = None
     if args.task == "classification":
@@ -304,6 +354,15 @@ def train(args: argparse.Namespace, train_dir: Path, model_dir: Path) -> dict[st
         "notes": notes,
         "sklearn_version": sklearn.__version__,
         "pandas_version": pd.__version__,
+        # Provenance: what a model version records to be reproduced.
+        "effective_hyperparameters": modelkit.json_params(estimator),
+        "class_weight": class_weight,
+        "cross_validation": cv,
+        "data": {
+            "version": getattr(args, "data_version", "") or None,
+            "sha256": modelkit.data_hash(train_dir),
+        },
+        "libraries": modelkit.library_versions(),
     }
 
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -80,12 +80,88 @@ def _job_loop(job: str, result: str, *, then: str) -> dict[str, Any]:
     }
 
 
+def _trial_iteration() -> dict[str, Any]:
+    """One trial of a batch: start its job, poll it until it ends. Every error of the
+    iteration is caught into its result, so a failed trial never fails the run."""
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TrialErrored"}]
+    start = _task("StartTrialJob", "WaitForTrialJob")
+    check = _task("CheckTrialJob", "TrialEnded?")
+    start["Catch"] = catch
+    check["Catch"] = catch
+    return {
+        "ProcessorConfig": {"Mode": "INLINE"},
+        "StartAt": "StartTrialJob",
+        "States": {
+            "StartTrialJob": start,
+            "WaitForTrialJob": _wait("CheckTrialJob"),
+            "CheckTrialJob": check,
+            "TrialEnded?": {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$.job.ended", "BooleanEquals": True, "Next": "TrialEnded"}
+                ],
+                "Default": "WaitForTrialJob",
+            },
+            "TrialEnded": {
+                "Type": "Pass",
+                "Parameters": {"number.$": "$.trial.number", "job.$": "$.job"},
+                "End": True,
+            },
+            "TrialErrored": {
+                "Type": "Pass",
+                "Parameters": {"number.$": "$.trial.number", "error.$": "$.error"},
+                "End": True,
+            },
+        },
+    }
+
+
+def _tuning(then: str) -> dict[str, Any]:
+    """TuningRequested? → PlanTrials ⇄ RunTrialBatch (a Map state over the planned batch:
+    each trial a job, the whole batch at once; the batch is sized by the pipeline's
+    ``parallel`` and, locally, the cores) → ``then`` with the best trial's parameters."""
+    return {
+        "TuningRequested?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.pipeline.tuning", "IsPresent": True, "Next": "PlanTrials"}],
+            "Default": then,
+        },
+        "PlanTrials": _task("PlanTrials", "TrialsRemain?"),
+        "TrialsRemain?": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.tuning.done", "BooleanEquals": False, "Next": "RunTrialBatch"}
+            ],
+            "Default": then,
+        },
+        "RunTrialBatch": {
+            "Type": "Map",
+            "Comment": "One trial job per item of the planned batch, all at once.",
+            "ItemsPath": "$.tuning.batch",
+            "ItemSelector": {
+                "kind.$": "$.kind",
+                "run_id.$": "$.run_id",
+                "poll_seconds.$": "$.poll_seconds",
+                "pipeline.$": "$.pipeline",
+                "dataset.$": "$.dataset",
+                "split.$": "$.split",
+                "trial.$": "$$.Map.Item.Value",
+            },
+            "ItemProcessor": _trial_iteration(),
+            "ResultPath": "$.trial_results",
+            "Next": "PlanTrials",
+            "Catch": CATCH,
+        },
+    }
+
+
 def _pipeline() -> dict[str, Any]:
     """A pipeline run: data → training → evaluation → gate → registry → deployment."""
     return {
         "LoadDataset": _task("LoadDataset", "CleanData"),
         "CleanData": _task("CleanData", "SplitTrainTest"),
-        "SplitTrainTest": _task("SplitTrainTest", "StartTrainingJob"),
+        "SplitTrainTest": _task("SplitTrainTest", "TuningRequested?"),
+        **_tuning(then="StartTrainingJob"),
         **_job_loop("TrainingJob", "$.train_job", then="StartEvaluationJob"),
         **_job_loop("EvaluationJob", "$.eval_job", then="ApplyQualityGate"),
         "ApplyQualityGate": _task("ApplyQualityGate", "QualityGatePassed?"),
@@ -109,11 +185,13 @@ def _pipeline() -> dict[str, Any]:
         "DeployRequested?": {
             "Type": "Choice",
             "Choices": [
+                # A challenger that lost to the champion is registered REJECTED, never deployed.
+                {"Variable": "$.gate.rejected", "BooleanEquals": True, "Next": "RecordSuccess"},
                 {
                     "Variable": "$.pipeline.deployment.endpoint",
                     "IsPresent": True,
                     "Next": "DeployModelVersion",
-                }
+                },
             ],
             "Default": "RecordSuccess",
         },

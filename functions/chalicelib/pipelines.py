@@ -51,8 +51,11 @@ def check_against_schema(
 
 
 def create(ports: Ports, spec: PipelineCreate) -> dict[str, Any]:
-    from chalicelib import deployment
+    from chalicelib import deployment, modelspec
 
+    caps = modelspec.cap_problems(spec, ports.settings)
+    if caps:
+        raise BadRequestError("; ".join(caps))
     dataset = datasets.get_version(ports, spec.dataset.name, spec.dataset.version)
     checked = check_against_schema(spec, dataset, datasets.get_profile(ports, dataset))
     if spec.deployment is not None:

@@ -14,6 +14,9 @@ PUBLIC_VERSION_FIELDS = (
     "name", "version", "status", "run_id", "pipeline", "task", "algorithm", "hyperparameters",
     "metrics", "data", "code_version", "artefact_uri", "sha256", "signature", "classes",
     "excluded_columns", "preprocessing", "fast_path", "created_at",
+    # Provenance and model-quality fields (issue "Models": chalicelib/model_steps.py).
+    "seed", "training_data", "effective_hyperparameters", "class_weight", "cross_validation",
+    "libraries", "tuning", "champion", "status_reason",
 )  # fmt: skip
 
 

@@ -69,13 +69,18 @@ def start(ports: Ports, pipeline_name: str, body: RunCreate) -> dict[str, Any]:
     pipeline_ref: dict[str, Any] = {"name": spec.name, "key": spec_key(run_id)}
     if spec.deployment is not None:
         pipeline_ref["deployment"] = spec_doc["deployment"]
+    if spec.tuning is not None:  # for the TuningRequested? Choice
+        pipeline_ref["tuning"] = True
+    fields: dict[str, Any] = {
+        "pipeline": pipeline_name,
+        "dataset": {"name": dataset["name"], "version": dataset["version"]},
+    }
+    if spec.tuning is not None:  # PlanTrials fills it in (GET /runs/{id}/trials reads it)
+        fields["tuning"] = {"strategy": spec.tuning.strategy, "planned": 0}
     return launch(
         ports,
         "pipeline",
-        {
-            "pipeline": pipeline_name,
-            "dataset": {"name": dataset["name"], "version": dataset["version"]},
-        },
+        fields,
         {
             "pipeline": pipeline_ref,
             "dataset": {"name": dataset["name"], "version": dataset["version"],
@@ -223,6 +228,12 @@ def record_step(
             return None
         now = now_iso()
         steps = []
+        names = [s["name"] for s in item["steps"]]
+        if step not in names and step in workflow.OPTIONAL_STEPS:
+            anchor = workflow.OPTIONAL_STEPS[step]
+            at = names.index(anchor) if anchor in names else len(names)
+            pending = {"name": step, "status": "PENDING", "started_at": None, "ended_at": None}
+            item = {**item, "steps": [*item["steps"][:at], pending, *item["steps"][at:]]}
         for s in item["steps"]:
             if s["name"] == step:
                 s = {**s, "status": status, **detail}

@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from chalicelib.contracts import Contract
+from chalicelib.modelspec import ChampionSpec, TrainingSpec, TuningSpec, check_spec
 from chalicelib.names import EndpointName, Name
 from chalicelib.sources.models import HttpSource, S3Source, SqlSource, UploadSource
 from mlcontract import catalog, metrics
@@ -80,6 +81,9 @@ PreprocessingSteps = Annotated[list[dict[str, Any]], WithJsonSchema(prep.json_sc
 class ModelSpec(Strict):
     algorithm: str
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    max_runtime_seconds: int | None = Field(
+        default=None, ge=60, description="Wall-time cap of each job (<= MLPIPE_MAX_JOB_SECONDS)."
+    )
 
 
 class EvaluationSpec(Strict):
@@ -88,6 +92,11 @@ class EvaluationSpec(Strict):
     thresholds: dict[str, float] = Field(
         default_factory=dict,
         description="Quality gate: a floor per metric (a ceiling for rmse and mae).",
+    )
+    champion: ChampionSpec | None = Field(
+        default=None,
+        description="Champion/challenger: the candidate must beat the version behind the alias "
+        "on the same test split, else it is registered REJECTED and not deployed.",
     )
 
 
@@ -107,6 +116,8 @@ class PipelineCreate(Strict):
     deployment: DeploymentSpec | None = None
     model_name: Name | None = Field(default=None, description="Defaults to the pipeline name.")
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    tuning: TuningSpec | None = None
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> PipelineCreate:
@@ -121,6 +132,7 @@ class PipelineCreate(Strict):
         except catalog.HyperparameterError as exc:
             raise ValueError(str(exc)) from None
         metrics.check(self.task, [*self.evaluation.metrics, *self.evaluation.thresholds])
+        check_spec(self)
         self.preprocessing = prep.validate_steps(
             self.preprocessing, task=self.task, target=self.target
         )

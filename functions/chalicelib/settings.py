@@ -45,6 +45,22 @@ class Settings(BaseSettings):
     # job (the run fails with MaxRuntimeExceeded past it).
     max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
     max_job_seconds: int = Field(default=3600, ge=60, le=5 * 24 * 3600)
+    # Resource caps on hyperparameters that can make a job run for hours or exhaust memory
+    # (mlcontract.catalog.CAPPED_PARAMS): a pipeline past one is refused with a 400 naming it.
+    max_n_estimators: int = Field(default=2000, ge=1)
+    max_depth: int = Field(default=64, ge=1)
+    max_iter: int = Field(default=100_000, ge=1)
+    max_hidden_units: int = Field(default=4096, ge=1)
+    max_cache_mb: int = Field(default=2048, ge=1)
+    # An MLflow tracking server every registered version's run is logged to (mlflow-skinny
+    # must be installed; nothing MLflow is needed otherwise).
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    # Where experiments the service creates keep their artifacts (e.g. s3://bucket/mlflow);
+    # unset: the tracking server's default.
+    mlflow_artifact_root: str | None = None
+    # Tuning: trials per run, and trials at once (locally also bounded by the cores).
+    max_trials: int = Field(default=200, ge=1)
+    max_parallel_trials: int = Field(default=8, ge=1)
 
     # Directories a "file" dataset source may read from, ':'-separated. Nothing else is
     # readable through the API. Default: <data dir>/files (put or link files there).

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from chalicelib import cleaning, datasets, deployment, fast_path, registry, runs, workflow
+from chalicelib import (
+    cleaning,
+    datasets,
+    deployment,
+    fast_path,
+    model_steps,
+    registry,
+    runs,
+    workflow,
+)
 from chalicelib.errors import MLPipeError, StepError, TransientError
 from chalicelib.monitoring import baseline, pipeline_metrics
 from chalicelib.names import sagemaker_name
@@ -232,8 +241,9 @@ def _training_arguments(ctx: StepContext) -> dict[str, str]:
         "algorithm": spec.model.algorithm,
         "task": spec.task,
         "target": spec.target,
-        "hyperparameters": json.dumps(spec.model.hyperparameters),
+        "hyperparameters": json.dumps(_hyperparameters(ctx)),
         "seed": str(spec.seed),
+        **model_steps.training_options(spec, ctx.event),
     }
     steps = json.dumps(spec.preprocessing, separators=(",", ":"))
     if len(steps) <= MAX_ARGUMENT:
@@ -243,6 +253,12 @@ def _training_arguments(ctx: StepContext) -> dict[str, str]:
             f"{ctx.event['split']['train']}/preprocessing.json", steps.encode()
         )
     return arguments
+
+
+def _hyperparameters(ctx: StepContext) -> dict[str, Any]:
+    """The pipeline's hyperparameters, with the best trial's when the run tuned them."""
+    best = (ctx.event.get("tuning") or {}).get("best") or {}
+    return {**ctx.spec.model.hyperparameters, **(best.get("params") or {})}
 
 
 @task("start_training")
@@ -257,7 +273,7 @@ def start_training(ctx: StepContext) -> StepResult:
             arguments=_training_arguments(ctx),
             inputs={"train": ctx.event["split"]["train"]},
             output_prefix=f"{ctx.prefix}/model",
-            max_runtime_seconds=ctx.ports.settings.max_job_seconds,
+            max_runtime_seconds=model_steps.job_seconds(ctx.spec, ctx.ports.settings),
         ),
     )
 
@@ -265,21 +281,27 @@ def start_training(ctx: StepContext) -> StepResult:
 @task("start_evaluation")
 def start_evaluation(ctx: StepContext) -> StepResult:
     name = job_name(ctx.run_id, "evaluate", 1)
-    return _start_job(
+    champion_arguments, champion_inputs = model_steps.champion_job_inputs(ctx.ports, ctx.spec)
+    champion_version = champion_arguments.pop("champion-version", None)
+    job = _start_job(
         ctx,
         JobSpec(
             name=name,
             kind="processing",
             entry_point="evaluate.py",
-            arguments={"metrics": ",".join(ctx.spec.report_metrics)},
+            arguments={"metrics": ",".join(ctx.spec.report_metrics), **champion_arguments},
             inputs={
                 "model": ctx.event["train_job"]["outputs"]["model"],
                 "test": ctx.event["split"]["test"],
+                **champion_inputs,
             },
             output_prefix=f"{ctx.prefix}/evaluation",
-            max_runtime_seconds=ctx.ports.settings.max_job_seconds,
+            max_runtime_seconds=model_steps.job_seconds(ctx.spec, ctx.ports.settings),
         ),
     )
+    if champion_version is not None:
+        job.output["champion_version"] = int(champion_version)
+    return job
 
 
 def _check(ctx: StepContext, what: str, job_key: str, done_step: bool) -> StepResult:
@@ -289,6 +311,7 @@ def _check(ctx: StepContext, what: str, job_key: str, done_step: bool) -> StepRe
     if status.status in ("Failed", "Stopped"):
         raise StepError(
             f"{what} job {job['name']} {status.status.lower()}: {status.failure_reason}"
+            + model_steps.runtime_hint(status.failure_reason)
         )
     result = {**job, "status": status.status, "outputs": status.outputs}
     finished = status.status == "Completed" and done_step
@@ -334,11 +357,16 @@ def quality_gate(ctx: StepContext) -> StepResult:
     # Only the archive's sha256 travels on: its signature and classes (one entry per column
     # or class) are read from the report by Register, never carried in the state.
     artefact = report.get("artefact") or {}
+    verdict = model_steps.champion_verdict(
+        ctx.spec, report, ctx.event["eval_job"].get("champion_version")
+    )
     result = {
         "metrics": measured,
         "passed": not failures,
         "failures": failures,
         "artefact": {"sha256": artefact.get("sha256"), "report": f"{output}/evaluation.json"},
+        "rejected": verdict["rejected"],
+        "champion": verdict if len(verdict) > 1 else None,
     }
     return StepResult(result, status="SUCCEEDED" if not failures else None)
 
@@ -376,7 +404,7 @@ def register(ctx: StepContext) -> StepResult:
             "pipeline": spec.name,
             "task": spec.task,
             "algorithm": spec.model.algorithm,
-            "hyperparameters": spec.model.hyperparameters,
+            "hyperparameters": _hyperparameters(ctx),
             "metrics": ctx.event["gate"]["metrics"],
             "data": {"dataset": ctx.event["dataset"]["name"],
                      "version": ctx.event["dataset"]["version"]},
@@ -390,10 +418,15 @@ def register(ctx: StepContext) -> StepResult:
             "preprocessing": facts.get("preprocessing", []),
             "baseline_key": ctx.event["split"].get("baseline"),
             "fast_path": fast,
+            **model_steps.provenance(facts, ctx.event),
         },
     )  # fmt: skip
     model = {"name": name, "version": version["version"]}
     notes = [*facts.get("notes", []), *ctx.event["clean"].get("warnings", [])]
+    notes += model_steps.after_register(ctx.ports, version)
+    if version.get("status") == "REJECTED":
+        model["status"] = "REJECTED"
+        notes.insert(0, f"not deployed: {version.get('status_reason')}")
     return StepResult(
         model, detail={"detail": model}, run_fields={"model": model, "notes": notes[:50]}
     )
@@ -428,6 +461,11 @@ def _ended(ctx: StepContext, run: dict[str, Any]) -> None:
     hook = ON_END.get(str(ctx.event.get("kind", "pipeline")))
     if hook is not None:
         hook(ctx, run)
+
+
+# The tuning steps (PlanTrials, StartTrialJob, CheckTrialJob) live in their own module and
+# register themselves here.
+from chalicelib import tuning as _tuning  # noqa: E402, F401  (registers its handlers)
 
 
 @task("finish")

@@ -22,6 +22,9 @@ STEPS_BY_KIND: dict[str, tuple[str, ...]] = {
     "batch": ("transform", "register_output"),
 }  # fmt: skip
 RUN_STEPS = STEPS_BY_KIND["pipeline"]
+# Steps only some runs of a kind have, by the step they come before: a run gains the entry
+# when the step is first recorded (a tuned pipeline's "tune" step, before "train").
+OPTIONAL_STEPS: dict[str, str] = {"tune": "train"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ TASKS: tuple[Task, ...] = (
          "Apply the pipeline's row-level cleaning; drop rows without a target."),
     Task("SplitTrainTest", "split", "$.split", "split",
          "Seeded, stratified train/test split into two channels."),
+    Task("PlanTrials", "plan_trials", "$.tuning", "tune",
+         "Record the last batch of tuning trials and plan the next (or pick the best)."),
+    Task("StartTrialJob", "start_trial", "$.job", None,
+         "Start one tuning trial's job (k-fold scored on the training split)."),
+    Task("CheckTrialJob", "check_trial", "$.job", None,
+         "Describe a trial's job; a failed trial ends its iteration, never the run."),
     Task("StartTrainingJob", "start_training", "$.train_job", "train",
          "Start the training job (named from the run id, state and attempt)."),
     Task("CheckTrainingJob", "check_training", "$.train_job", "train",

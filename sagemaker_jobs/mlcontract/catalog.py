@@ -23,28 +23,52 @@ TASKS: Final = ("classification", "regression")
 
 # The single source of truth for algorithm ids: the generator reads it to know what to
 # describe, so adding an algorithm here and running `make catalog` is the whole change.
+_BY_ALGORITHM: Final[dict[str, dict[str, str]]] = {
+    "logistic_regression": {"classification": "sklearn.linear_model.LogisticRegression"},
+    "linear_regression": {"regression": "sklearn.linear_model.LinearRegression"},
+    "ridge": {"regression": "sklearn.linear_model.Ridge"},
+    "lasso": {"regression": "sklearn.linear_model.Lasso"},
+    "elastic_net": {"regression": "sklearn.linear_model.ElasticNet"},
+    "random_forest": {
+        "classification": "sklearn.ensemble.RandomForestClassifier",
+        "regression": "sklearn.ensemble.RandomForestRegressor",
+    },
+    "extra_trees": {
+        "classification": "sklearn.ensemble.ExtraTreesClassifier",
+        "regression": "sklearn.ensemble.ExtraTreesRegressor",
+    },
+    "gradient_boosting": {
+        "classification": "sklearn.ensemble.GradientBoostingClassifier",
+        "regression": "sklearn.ensemble.GradientBoostingRegressor",
+    },
+    "hist_gradient_boosting": {
+        "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+    },
+    "linear_svm": {
+        "classification": "sklearn.svm.LinearSVC",
+        "regression": "sklearn.svm.LinearSVR",
+    },
+    "kernel_svm": {
+        "classification": "sklearn.svm.SVC",
+        "regression": "sklearn.svm.SVR",
+    },
+    "k_nearest_neighbors": {
+        "classification": "sklearn.neighbors.KNeighborsClassifier",
+        "regression": "sklearn.neighbors.KNeighborsRegressor",
+    },
+    "gaussian_naive_bayes": {"classification": "sklearn.naive_bayes.GaussianNB"},
+    "mlp": {
+        "classification": "sklearn.neural_network.MLPClassifier",
+        "regression": "sklearn.neural_network.MLPRegressor",
+    },
+}
 ESTIMATORS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
-    {
-        "logistic_regression": MappingProxyType(
-            {"classification": "sklearn.linear_model.LogisticRegression"}
-        ),
-        "linear_regression": MappingProxyType(
-            {"regression": "sklearn.linear_model.LinearRegression"}
-        ),
-        "random_forest": MappingProxyType(
-            {
-                "classification": "sklearn.ensemble.RandomForestClassifier",
-                "regression": "sklearn.ensemble.RandomForestRegressor",
-            }
-        ),
-        "hist_gradient_boosting": MappingProxyType(
-            {
-                "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
-                "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
-            }
-        ),
-    }
+    {name: MappingProxyType(by_task) for name, by_task in _BY_ALGORITHM.items()}
 )
+
+# Estimators that need a dense matrix (no sparse one-hot output) from preprocessing.
+DENSE_ONLY: Final = frozenset({"hist_gradient_boosting", "gaussian_naive_bayes"})
 
 ALGORITHMS: Final = tuple(ESTIMATORS)
 
@@ -254,6 +278,10 @@ def _hint(accepts: list[Constraint], value: object) -> str:
     return ""
 
 
+# List-valued hyperparameters (see catalog_gen._EXTRA_FORMS) and the elements they take.
+_LIST_OF_POSITIVE_INTS: Final = frozenset({"hidden_layer_sizes"})
+
+
 def _check_value(name: str, spec: ParamSpec, value: object) -> str | None:
     if name in PLATFORM_PARAMS:
         return f"hyperparameter {name!r} is set by the platform and cannot be configured"
@@ -263,6 +291,13 @@ def _check_value(name: str, spec: ParamSpec, value: object) -> str | None:
             "it only accepts Python objects that JSON cannot express"
         )
     accepts = spec["accepts"]
+    if isinstance(value, list) and name in _LIST_OF_POSITIVE_INTS:
+        ok = bool(value) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+        )
+        return (
+            None if ok else f"hyperparameter {name!r} must list positive ints, got {_show(value)}"
+        )
     if any(_satisfies(c, value) for c in accepts):
         return None
     return (
@@ -320,8 +355,29 @@ def validate_hyperparameters(algorithm: str, task: str, hyperparameters: dict[st
         raise HyperparameterError(problems)
 
 
+def _described(spec: ParamSpec) -> dict[str, object]:
+    """A parameter as GET /algorithms shows it. A default no user could write (a deprecation
+    placeholder such as HistGradientBoosting's categorical_features="warn") is shown as null,
+    with scikit-learn's own value in ``default_note``."""
+    out: dict[str, object] = {
+        "default": spec["default"],
+        "accepts": _describe_accepts(spec["accepts"]),
+    }
+    default = spec["default"]
+    a_list = isinstance(default, list) and any(c.get("type") == "list" for c in spec["accepts"])
+    if (
+        default is not None
+        and not a_list
+        and not any(_satisfies(c, default) for c in spec["accepts"])
+    ):
+        out["default"] = None
+        out["default_note"] = f"scikit-learn's transitional default {_show(default)}"
+    return out
+
+
 def describe() -> dict[str, dict[str, dict[str, dict[str, object]]]]:
-    """algorithm -> task -> configurable hyperparameter -> {"default", "accepts"}.
+    """algorithm -> task -> configurable hyperparameter -> {"default", "accepts"}
+    (and "default_note" where scikit-learn's default is not a value a user may write).
 
     Built fresh on every call so callers may mutate the result without corrupting the cache.
     """
@@ -329,7 +385,7 @@ def describe() -> dict[str, dict[str, dict[str, dict[str, object]]]]:
     return {
         algorithm: {
             task: {
-                name: {"default": spec["default"], "accepts": _describe_accepts(spec["accepts"])}
+                name: _described(spec)
                 for name, spec in sorted(catalog[algorithm][task]["params"].items())
                 if spec["configurable"] and name not in PLATFORM_PARAMS
             }
@@ -338,3 +394,70 @@ def describe() -> dict[str, dict[str, dict[str, dict[str, object]]]]:
         }
         for algorithm in ALGORITHMS
     }
+
+
+# --- resource caps ------------------------------------------------------------------------
+
+# Hyperparameters that can make a job run for hours or exhaust memory, by the cap that bounds
+# them. The API reads each cap from its setting (MLPIPE_MAX_<CAP>, upper-cased) and refuses a
+# pipeline past it; None-valued "unlimited" defaults are bounded by the job's wall time.
+CAPPED_PARAMS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "n_estimators": "n_estimators",
+        "max_depth": "depth",
+        "max_iter": "iter",
+        "hidden_layer_sizes": "hidden_units",
+        "cache_size": "cache_mb",
+    }
+)
+# Values that mean "no limit" to scikit-learn for a capped parameter (SVC's max_iter=-1).
+_UNLIMITED: Final = {"max_iter": -1}
+
+
+def cap_setting(cap: str) -> str:
+    """The environment variable that sets ``cap``."""
+    return f"MLPIPE_MAX_{cap.upper()}"
+
+
+def _hidden_units(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return sum(value)
+    return None
+
+
+def check_caps(
+    hyperparameters: Mapping[str, object], caps: Mapping[str, int], where: str = "hyperparameter"
+) -> list[str]:
+    """Problems with values past the platform's resource caps (``caps``: cap -> limit)."""
+    problems: list[str] = []
+    for name, value in hyperparameters.items():
+        cap = CAPPED_PARAMS.get(name)
+        if cap is None or cap not in caps:
+            continue
+        limit = caps[cap]
+        if name == "hidden_layer_sizes":
+            units = _hidden_units(value)
+            if units is not None and units > limit:
+                problems.append(
+                    f"{where} 'hidden_layer_sizes' has {units} hidden units in all, past the cap "
+                    f"of {limit} ({cap_setting(cap)})"
+                )
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if _UNLIMITED.get(name) == value:
+            problems.append(
+                f"{where} {name!r} = {value} means no limit; the cap is {limit} "
+                f"({cap_setting(cap)})"
+            )
+        elif value > limit:
+            problems.append(
+                f"{where} {name!r} = {_show(value)} is past the cap of {limit} ({cap_setting(cap)})"
+            )
+    return problems

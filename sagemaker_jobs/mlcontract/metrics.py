@@ -21,6 +21,10 @@ class Metric:
     binary_only: bool = False
     # Computed from class probabilities, so the model must have predict_proba.
     needs_proba: bool = False
+    # Part of "every metric of the task" when a pipeline names none. The later additions are
+    # computed when asked for (and always in the evaluation report), so that the default
+    # metrics of existing pipelines stay what they were.
+    default: bool = True
 
 
 METRICS: Final[tuple[Metric, ...]] = (
@@ -32,13 +36,48 @@ METRICS: Final[tuple[Metric, ...]] = (
         "roc_auc",
         "classification",
         True,
-        "area under the ROC curve of the positive (second) class",
+        "area under the ROC curve of the positive (second) class (probabilities, else the "
+        "decision function)",
         binary_only=True,
+    ),
+    Metric(
+        "balanced_accuracy", "classification", True, "recall averaged over classes", default=False
+    ),
+    Metric(
+        "precision_weighted",
+        "classification",
+        True,
+        "precision, mean over classes weighted by support",
+        default=False,
+    ),
+    Metric(
+        "recall_weighted",
+        "classification",
+        True,
+        "recall, mean over classes weighted by support",
+        default=False,
+    ),
+    Metric(
+        "f1_weighted",
+        "classification",
+        True,
+        "F1, mean over classes weighted by support",
+        default=False,
+    ),
+    Metric(
+        "log_loss",
+        "classification",
+        False,
+        "cross-entropy of the class probabilities",
         needs_proba=True,
+        default=False,
     ),
     Metric("rmse", "regression", False, "root mean squared error"),
     Metric("mae", "regression", False, "mean absolute error"),
     Metric("r2", "regression", True, "coefficient of determination"),
+    Metric(
+        "mape", "regression", False, "mean absolute percentage error (a fraction)", default=False
+    ),
 )
 
 BY_NAME: Final = {m.name: m for m in METRICS}
@@ -53,12 +92,14 @@ def higher_is_better(name: str) -> bool:
 
 
 def defaults(task: str, n_classes: int | None = None, has_proba: bool = True) -> list[str]:
-    """Every metric of the task that is defined for this model: all of them when the
-    pipeline names none (roc_auc only for a binary target and a model with probabilities)."""
+    """Every default metric of the task that is defined for this model, what a pipeline that
+    names none gets: roc_auc for every binary target (from probabilities or the decision
+    function), ``needs_proba`` ones only with probabilities."""
     return [
         m.name
         for m in METRICS
         if m.task == task
+        and m.default
         and not (m.binary_only and n_classes is not None and n_classes != 2)
         and not (m.needs_proba and not has_proba)
     ]

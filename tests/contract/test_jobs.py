@@ -136,7 +136,11 @@ def test_evaluation_processing_job_writes_metrics(
         (runner.jobs_dir / spec.name / "job.log").read_text(errors="replace"),
     )
     assert status.outputs == {"output": spec.output_prefix}
-    assert store.list(spec.output_prefix) == [f"{spec.output_prefix}/evaluation.json"]
+    written = store.list(spec.output_prefix)
+    assert f"{spec.output_prefix}/evaluation.json" in written
+    # Beside the summary: the full report and its plots (issue "Models").
+    assert f"{spec.output_prefix}/report.json" in written
+    assert f"{spec.output_prefix}/plots/confusion_matrix.png" in written
     report = json.loads(store.get_bytes(f"{spec.output_prefix}/evaluation.json"))
     assert report["task"] == "classification"
     assert report["rows"] == len(trained_model.test)
