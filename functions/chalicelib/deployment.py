@@ -71,9 +71,14 @@ def _record(ports: Ports, name: str) -> dict[str, Any]:
 
 
 def get(ports: Ports, name: str) -> dict[str, Any]:
-    item = _record(ports, name)
-    # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes, and a
-    # local one whose model cannot be loaded is Failed.
+    return _live(ports, _record(ports, name))
+
+
+def _live(ports: Ports, item: dict[str, Any]) -> dict[str, Any]:
+    """The record with the runtime's own view of its status: a SageMaker endpoint is
+    Creating/Updating for minutes, and a local one whose model cannot be loaded is Failed
+    (with the reason) — the status stored at deploy time would be stale."""
+    name = item["name"]
     out = {**_public(item), "status": ports.endpoints.status(name)}
     reason = getattr(ports.endpoints, "failure_reason", lambda _: None)(name)
     if reason:
@@ -82,7 +87,7 @@ def get(ports: Ports, name: str) -> dict[str, Any]:
 
 
 def list_all(ports: Ports) -> list[dict[str, Any]]:
-    return [_public(r.item) for r in ports.metadata.query(tables.ENDPOINTS)]
+    return [_live(ports, r.item) for r in ports.metadata.query(tables.ENDPOINTS)]
 
 
 def _deploy(ports: Ports, endpoint: str, version: dict[str, Any]) -> None:
@@ -259,7 +264,14 @@ def rollback(ports: Ports, name: str) -> dict[str, Any]:
         if len(item["history"]) < 2:
             raise ConflictError(f"endpoint {name!r} has no previous version to roll back to")
         current, previous = item["history"][-1], item["history"][-2]
-        version = registry.get_version(ports, item["model"], previous)
+        try:
+            version = registry.get_version(ports, item["model"], previous)
+        except NotFoundError:
+            raise ConflictError(
+                f"endpoint {name!r} cannot roll back to {item['model']} v{previous}: that "
+                "version has been deleted; it keeps serving "
+                f"v{current}"
+            ) from None
         _deploy(ports, name, version)
         if item.get("alias"):
             registry.set_alias(ports, item["model"], item["alias"], previous, expect=current)

@@ -169,6 +169,12 @@ class LocalOrchestrator(StepFunctionsOrchestrator):
     def start(self, name: str, execution_input: dict[str, Any]) -> str:
         arn = super().start(name, execution_input)
         self.keeper.watch(name, arn)
+        # Its first events are kept before the caller hears of the run: a run whose process
+        # dies right away still has a history to show (GET /runs/{id}/events).
+        try:
+            self.keeper.save(name)
+        except Exception:  # the keeper's loop tries again
+            log.warning("could not save the history of run %s", name, exc_info=True)
         return arn
 
 
@@ -218,7 +224,8 @@ def _interrupt_runs(ports: Ports, message: str) -> list[str]:
     for rec in ports.metadata.query(tables.RUNS):
         if rec.item["status"] == "RUNNING":
             runs.end(ports, rec.item["run_id"], "FAILED",
-                     {"step": None, "type": "Interrupted", "message": message})  # fmt: skip
+                     {"step": runs.interrupted_step(rec.item), "type": "Interrupted",
+                      "message": message})  # fmt: skip
             if rec.item.get("execution_arn"):
                 arns.append(rec.item["execution_arn"])
     return arns

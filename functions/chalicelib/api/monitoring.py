@@ -15,6 +15,7 @@ from typing import Any
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
+from chalicelib.api import parse_json
 from chalicelib.errors import BadRequestError, MLPipeError
 from chalicelib.monitoring import dashboards, service
 from chalicelib.names import check_name
@@ -81,10 +82,7 @@ def _name(value: str, what: str) -> str:
 def _json() -> Any:
     request = bp.current_request
     raw = (request.raw_body if request is not None else b"") or b""
-    try:
-        return json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequestError("the request body is not valid JSON") from None
+    return parse_json(raw or b"null")  # strict: bounded nesting, no NaN or Infinity
 
 
 def _query() -> dict[str, str]:
