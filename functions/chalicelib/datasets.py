@@ -481,8 +481,12 @@ def delete(ports: Ports, name: str, version: int | None = None) -> dict[str, Any
             Write(
                 tables.DATASETS,
                 name,
-                {**head.item, "latest_version": latest, "updated_at": now_iso(),
-                 "last_version": _last_version(head.item)},  # fmt: skip
+                {
+                    **head.item,
+                    "latest_version": latest,
+                    "last_version": _last_version(head.item),
+                    "updated_at": now_iso(),
+                },
                 head.rev,
             )
         )

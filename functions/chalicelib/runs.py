@@ -300,8 +300,8 @@ def _reconcile(ports: Ports, item: dict[str, Any]) -> dict[str, Any]:
         "LOST": "the orchestrator no longer knows this execution (the stack was restarted)",
         "TIMED_OUT": "the execution timed out",
     }.get(status, f"the execution ended with status {status}")
-    return end(ports, item["run_id"], "FAILED", {"step": interrupted_step(item),
-                                                 "type": "Interrupted", "message": message})  # fmt: skip
+    error = {"step": interrupted_step(item), "type": "Interrupted", "message": message}
+    return end(ports, item["run_id"], "FAILED", error)
 
 
 def interrupted_step(item: dict[str, Any]) -> str | None:

@@ -225,7 +225,6 @@ def _start_job(ctx: StepContext, step: str, spec: JobSpec) -> StepResult:
     return StepResult(job, status=None)
 
 
-
 # SageMaker caps a hyperparameter value at 2500 characters: a longer preprocessing spec
 # travels as preprocessing.json in the training channel instead (train.py reads either).
 MAX_ARGUMENT = 2500

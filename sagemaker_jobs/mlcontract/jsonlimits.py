@@ -17,8 +17,6 @@ def depth(raw: bytes | str, limit: int = MAX_DEPTH) -> int:
     inside strings does not count); counting stops at ``limit + 1``. Unbalanced brackets
     count as far as they nest (the parser then says what is wrong)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return data.count(b"[") + data.count(b"{")  # an upper bound below the limit
     if b'"' in data:
         # Drop the strings: escapes first (an escaped backslash, then an escaped quote),
         # then every other piece between quotes is a string's content.
@@ -36,4 +34,7 @@ def depth(raw: bytes | str, limit: int = MAX_DEPTH) -> int:
 
 
 def too_deep(raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
-    return depth(raw, limit) > limit
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= limit:  # cannot nest deeper than that
+        return False
+    return depth(data, limit) > limit

@@ -188,7 +188,9 @@ def test_non_finite_quality_gate_thresholds_are_400(api: Api) -> None:
 def test_extreme_prediction_values_are_400_or_answered(served: Api) -> None:
     path = "/endpoints/rel/invocations"
     for value in (1e308, -1e308, 10**30):
-        status, body = served.call("POST", path, {"dataframe_records": [{**ROW, "petal/len": value}]})
+        status, body = served.call(
+            "POST", path, {"dataframe_records": [{**ROW, "petal/len": value}]}
+        )
         assert status in (200, 400), body
         if status == 200:
             assert all(isinstance(p, str) for p in body["predictions"])

@@ -75,10 +75,10 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def _error(
-    status: int, code: str, message: str, retry_after: int | None = None
-) -> Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+def _error(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
+    headers: dict[str, str | list[str]] | None = (
+        {"Retry-After": str(retry_after)} if retry_after is not None else None
+    )
     return Response(body={"Code": code, "Message": message}, status_code=status, headers=headers)
 
 

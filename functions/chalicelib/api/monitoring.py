@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
