@@ -7,9 +7,11 @@ Rules (the README states them for users):
 - The runtime is updated before the alias moves: if the endpoint cannot take the new version
   (still updating, or the model fails to load), the alias stays where it was and the caller
   gets a 409.
-- Pipeline deploys only move an alias forward: when runs finish out of order, a run whose
-  version is older than the one already deployed skips its deploy (and says so). Users move
-  aliases anywhere (``PUT /models/{m}/aliases/{a}``) and roll back.
+- Pipeline deploys only move an alias forward, and go out in version order: a Deploy of vK
+  first waits (bounded) for the older versions registered by runs still in flight to pass
+  their own Deploy (``deploy_order``); a run whose version is older than the one already
+  deployed skips its deploy (and says so). Users move aliases anywhere
+  (``PUT /models/{m}/aliases/{a}``) and roll back.
 - ``history`` holds the versions the endpoint really served, in order; rollback serves the
   one before the current and moves a followed alias back with it.
 """
@@ -20,7 +22,7 @@ import json
 import threading
 from typing import Any
 
-from chalicelib import concurrency, registry, scoring, tables
+from chalicelib import concurrency, deploy_order, registry, scoring, tables
 from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, StepError
 from chalicelib.ports import (
     Deployment,
@@ -216,6 +218,7 @@ def deploy_from_pipeline(
     except ConflictError as exc:
         raise StepError(exc.message) from None
     version = registry.get_version(ports, model, number)
+    deploy_order.wait_for_older_deploys(ports, model, number)
     with _lease(ports, name):
         current = registry.get_model(ports, model)["aliases"].get(alias)
         if current is not None and int(current) > number:

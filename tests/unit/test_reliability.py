@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -227,3 +228,77 @@ def test_a_cancel_after_start_training_recorded_its_job_stops_the_job() -> None:
     jobs = ports.jobs
     assert isinstance(jobs, FakeJobs)
     assert jobs.stopped == [spec.name]
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+
+def test_a_full_disk_during_an_upload_is_507_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+    import errno
+
+    from app import app
+    from iac.local import files
+    from iac.local.files import FileObjectStore
+
+    ports = make_ports(tmp_path)
+    ports.store = FileObjectStore(tmp_path / "objects")
+    real_open = builtins.open
+
+    class FullDisk:
+        """A file on a disk that fills up halfway through the write."""
+
+        def __init__(self, path: str, mode: str) -> None:
+            self.fh = real_open(path, mode)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "open", FullDisk, raising=False)
+    runtime.install(ports)
+    try:
+        with Client(app) as client:
+            resp = client.http.post(
+                "/datasets/full/versions",
+                body="a,b\n1,2\n3,4\n",
+                headers={"Content-Type": "text/csv"},
+            )
+            assert resp.status_code == 507, resp.body
+            body = json.loads(resp.body)
+            assert body["Code"] == "InsufficientStorageError" and "disk is full" in body["Message"]
+            assert client.http.get("/datasets/full").status_code == 404
+    finally:
+        runtime.install(None)
+    left = [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+    assert left == []
+
+
+# --- deploys in version order ---------------------------------------------------------------
+
+
+def test_a_deploy_waits_for_older_versions_of_runs_in_flight_only() -> None:
+    from chalicelib import deploy_order
+
+    ports = make_ports()
+    older, newer, other = _run(ports), _run(ports), _run(ports)
+    runs.update(ports, older, model={"name": "m", "version": 1})
+    runs.update(ports, newer, model={"name": "m", "version": 2})
+    runs.update(ports, other, model={"name": "elsewhere", "version": 1})
+    assert deploy_order.older_deploys_pending(ports, "m", 2) == [older]
+    assert deploy_order.older_deploys_pending(ports, "m", 1) == []  # never the newer ones
+    assert deploy_order.wait_for_older_deploys(ports, "m", 2, timeout=0.2) == [older]
+    runs.record_step(ports, older, "deploy", "SKIPPED")
+    assert deploy_order.wait_for_older_deploys(ports, "m", 2, timeout=0) == []
+    runs.update(ports, older, status="RUNNING")  # deploy done: no longer waited for
+    runs.end(ports, newer, "FAILED", {"step": "deploy", "type": "X", "message": "x"})
+    assert deploy_order.older_deploys_pending(ports, "m", 3) == []
