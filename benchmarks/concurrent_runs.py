@@ -20,8 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._server import LocalServer  # noqa: E402
-from tests.e2e.conftest import classification_csv  # noqa: E402
+import itertools
+
+from benchmarks._server import LocalServer
+from tests.e2e.conftest import classification_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         "every run SUCCEEDED": statuses == ["SUCCEEDED"] * n,
         "versions are 1..N": versions == list(range(1, n + 1)),
-        "history only moves forward": all(a < b for a, b in zip(history, history[1:], strict=False)),
+        "history only moves forward": all(a < b for a, b in itertools.pairwise(history)),
         "history ends on vN": bool(history) and history[-1] == n,
         "alias on vN": alias == n,
         "rollback goes N -> N-1": rolled["rolled_back_from"] == n
