@@ -163,7 +163,7 @@ def _json_loads(raw: bytes, line: int | None = None) -> Any:
     where = f" (line {line})" if line else ""
     if jsonlimits.too_deep(raw):  # before json.loads recurses into it
         raise BadRequestError(
-            f"the JSON is nested more than {jsonlimits.MAX_DEPTH} levels deep{where}"
+            f"the JSON is nested too deeply (more than {jsonlimits.MAX_DEPTH} levels){where}"
         )
     try:
         return json.loads(raw, parse_constant=_json_constant)

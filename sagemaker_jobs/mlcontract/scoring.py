@@ -292,7 +292,9 @@ def _inputs(value: Any, signature: Signature) -> tuple[Columns, int]:
 
 def _from_json(text: str | bytes, signature: Signature) -> tuple[Columns, int]:
     if jsonlimits.too_deep(text):  # before json.loads recurses into it
-        raise RequestError(f"the JSON body is nested more than {jsonlimits.MAX_DEPTH} levels deep")
+        raise RequestError(
+            f"the JSON body is nested too deeply (more than {jsonlimits.MAX_DEPTH} levels)"
+        )
     try:
         payload = json.loads(text)
     except RecursionError:

@@ -41,9 +41,15 @@ def upload(api: Api, name: str, data: str, fmt: str = "csv") -> tuple[int, Any]:
 @pytest.mark.parametrize(
     ("raw", "needle"),
     [
-        ("[" * 3000 + "]" * 3000, "nested more than 32 levels"),
-        ('{"name": "x", "z": ' + "[" * 33 + "]" * 33 + "}", "nested more than 32 levels"),
-        ('{"name": "x", "z": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}", "nested more than 32"),
+        ("[" * 3000 + "]" * 3000, "nested too deeply (more than 32 levels)"),
+        (
+            '{"name": "x", "z": ' + "[" * 33 + "]" * 33 + "}",
+            "nested too deeply (more than 32 levels)",
+        ),
+        (
+            '{"name": "x", "z": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}",
+            "nested too deeply (more than 32 levels)",
+        ),
         ('{"name": "x", "z": NaN}', "NaN is not a JSON value"),
         ('{"name": "x", "z": 1e999}', "out of range"),
     ],
@@ -68,8 +74,16 @@ def test_deep_nesting_inside_strings_does_not_count(api: Api) -> None:
         ('[{"a": Infinity, "b": 1}]', "json", "Infinity is not a finite number"),
         ('[{"a": 10000000000000000000000}]', "json", "beyond 64 bits"),
         ('{"a": -Infinity}\n', "jsonl", "not a finite number"),
-        ('[{"a": ' + "[" * 3000 + "]" * 3000 + "}]", "json", "nested more than 32"),
-        ('{"a": ' + "[" * 40 + "]" * 40 + "}\n", "jsonl", "nested more than 32"),
+        (
+            '[{"a": ' + "[" * 3000 + "]" * 3000 + "}]",
+            "json",
+            "nested too deeply (more than 32 levels)",
+        ),
+        (
+            '{"a": ' + "[" * 40 + "]" * 40 + "}\n",
+            "jsonl",
+            "nested too deeply (more than 32 levels)",
+        ),
         ("a,b\n1e999,1\n2,2\n", "csv", "column 'a' holds an infinite number (row 1)"),
         ("a,b\n1,inf\n2,2\n", "csv", "column 'b' holds an infinite number (row 1)"),
         ("a,b\n1,2\n-Infinity,2\n", "csv", "(row 2)"),
@@ -196,7 +210,7 @@ def test_extreme_prediction_values_are_400_or_answered(served: Api) -> None:
             assert all(isinstance(p, str) for p in body["predictions"])
         strict_json(body)
     assert_4xx(served.call("POST", path, raw='{"dataframe_records": [' + "[" * 40 + "]" * 40 + "]}"),
-               400, "nested more than 32")  # fmt: skip
+               400, "nested too deeply (more than 32 levels)")  # fmt: skip
 
 
 def test_endpoint_list_reports_the_live_status(served: Api) -> None:

@@ -108,7 +108,7 @@ def parse_json(raw: bytes | str) -> Any:
         raw = b"{}"
     if jsonlimits.too_deep(raw):  # before json.loads recurses into it
         raise BadRequestError(
-            f"the JSON body is nested more than {jsonlimits.MAX_DEPTH} levels deep"
+            f"the JSON body is nested too deeply (more than {jsonlimits.MAX_DEPTH} levels)"
         )
     try:
         return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
