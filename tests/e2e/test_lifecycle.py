@@ -118,11 +118,17 @@ def test_sigterm_interrupts_runs_and_stops_their_jobs(server: Server) -> None:
 
 def test_kill_9_leaves_no_process_behind_and_the_run_keeps_its_history(server: Server) -> None:
     _setup(server)
+    cancelled = server.ok("POST", "/pipelines/slow/runs")["run_id"]
+    assert server.ok("POST", f"/runs/{cancelled}/cancel")["status"] == "ABORTED"
     run_id, children = _training(server)
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     assert wait_gone(children, 15) == set()  # PR_SET_PDEATHSIG and the watchdog
     server.start()
     _interrupted(server, run_id)
+    # The cancelled run's history was kept with its end, although the process was killed.
+    assert server.ok("GET", f"/runs/{cancelled}")["status"] == "ABORTED"
+    events = server.events(cancelled)
+    assert events[0]["type"] == "ExecutionStarted" and events[-1]["type"] == "ExecutionAborted"
 
 
 def test_a_second_server_on_the_same_data_dir_refuses_to_start(

@@ -329,3 +329,26 @@ def test_rollback_to_a_deleted_version_is_409_and_serving_goes_on(served: Api) -
     assert served.ok("GET", "/models/rb-lr")["aliases"] == {"live": 2}
     answer = served.ok("POST", "/endpoints/rb/invocations", {"dataframe_records": [ROW]})
     assert answer["model_version"] == 2 and len(answer["predictions"]) == 1
+
+
+def test_a_run_cancelled_right_after_it_started_keeps_a_history_with_its_end(
+    served: Api,
+) -> None:
+    """moto's interpreter failed a StopExecution that came before its worker began (and the
+    execution then never recorded its end); the kept history gets the end."""
+    import json as json_mod
+
+    from chalicelib import runs
+    from chalicelib.runtime import ports
+
+    for _ in range(3):
+        run_id = served.ok("POST", "/pipelines/rel-lr/runs")["run_id"]
+        assert served.ok("POST", f"/runs/{run_id}/cancel")["status"] == "ABORTED"
+        deadline = time.monotonic() + 30
+        while True:
+            kept = json_mod.loads(ports().store.get_bytes(runs.history_key(run_id)))
+            if kept[-1]["type"] == "ExecutionAborted" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert kept[0]["type"] == "ExecutionStarted" and kept[-1]["type"] == "ExecutionAborted"
+        assert served.events(run_id) == kept
