@@ -14,14 +14,14 @@ from typing import Any
 from chalice import Chalice
 
 from chalicelib import steps, triggers, workflow
-from chalicelib.api import datasets, endpoints, models, pipelines, preprocessing, system
+from chalicelib.api import batch, datasets, endpoints, models, pipelines, preprocessing, system
 
 app = Chalice(app_name="mlpipe")
 # Parquet uploads are bytes; API Gateway must pass them through unmangled.
 app.api.binary_types.extend(["application/vnd.apache.parquet", "application/octet-stream"])
 app.log.setLevel(logging.INFO)
 
-for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints):
+for blueprint in (system, datasets, pipelines, preprocessing, models, endpoints, batch):
     app.register_blueprint(blueprint.api)
 
 # One Lambda per registry entry; Chalice names the deployed handler "app.<function>", so

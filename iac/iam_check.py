@@ -33,7 +33,8 @@ ROLE = "MlpipeFunctionsRole"
 
 # Client attribute in the adapters -> botocore service name.
 RECEIVERS = {"s3": "s3", "db": "dynamodb", "sfn": "stepfunctions", "sm": "sagemaker",
-             "runtime": "sagemaker-runtime", "glue": "glue"}  # fmt: skip
+             "runtime": "sagemaker-runtime", "glue": "glue",
+             "secrets": "secretsmanager"}  # fmt: skip
 # awswrangler functions the adapters call -> the Glue actions they make (awswrangler 3.17.1,
 # catalog/_create.py and _delete.py: overwrite = get, then update or create, or delete and
 # create on a race).
@@ -41,13 +42,21 @@ LIBRARY_CALLS = {
     "create_parquet_table": ["glue:GetTable", "glue:CreateTable", "glue:UpdateTable",
                              "glue:DeleteTable"],
     "delete_table_if_exists": ["glue:DeleteTable"],
+    # adapters/s3_source.py (s3 dataset sources): list_objects_v2, head_object, get_object.
+    "list_objects": ["s3:ListBucket"],
+    "size_objects": ["s3:GetObject"],
+    "download": ["s3:GetObject"],
+    "read_parquet": ["s3:ListBucket", "s3:GetObject"],
 }  # fmt: skip
 # botocore service -> IAM service prefix.
 PREFIX = {"s3": "s3", "dynamodb": "dynamodb", "stepfunctions": "states",
-          "sagemaker": "sagemaker", "sagemaker-runtime": "sagemaker", "glue": "glue"}  # fmt: skip
+          "sagemaker": "sagemaker", "sagemaker-runtime": "sagemaker", "glue": "glue",
+          "secretsmanager": "secretsmanager"}  # fmt: skip
 # Client methods that are not service operations (boto3's managed transfers).
 TRANSFERS = {("s3", "upload_file"): ["s3:PutObject", "s3:AbortMultipartUpload"],
-             ("s3", "download_file"): ["s3:GetObject"]}  # fmt: skip
+             ("s3", "download_file"): ["s3:GetObject"],
+             # A presigned URL carries the signer's permission (chalicelib/uploads.py).
+             ("s3", "generate_presigned_url"): ["s3:PutObject"]}  # fmt: skip
 # Operations authorised as other actions (service authorization references).
 ACTIONS = {
     ("s3", "head_object"): ["s3:GetObject"],

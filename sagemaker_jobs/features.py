@@ -73,7 +73,6 @@ def _accepts(estimator: type, parameter: str) -> bool:
     return parameter in estimator().get_params()
 
 
-
 class FeatureSpecError(ValueError):
     """The steps cannot be applied to this training data (a message for the user)."""
 

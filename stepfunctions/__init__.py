@@ -121,10 +121,19 @@ def _pipeline() -> dict[str, Any]:
     }
 
 
+def _batch() -> dict[str, Any]:
+    """A batch prediction: score a dataset version → register the output dataset version."""
+    return {
+        **_job_loop("TransformJob", "$.transform_job", then="RegisterOutputDataset"),
+        "RegisterOutputDataset": _task("RegisterOutputDataset", "RecordSuccess"),
+    }
+
+
 # One state machine, several kinds of execution: the input's "kind" picks the flow. Each
 # flow ends in RecordSuccess, or hands its errors to RecordFailure (both dispatch on kind).
 FLOWS: dict[str, tuple[str, Any]] = {
     "pipeline": ("LoadDataset", _pipeline),
+    "batch": ("StartTransformJob", _batch),
 }
 
 

@@ -273,7 +273,8 @@ def to_datetime(series: pd.Series) -> pd.Series:
             parsed[value] = value.astimezone(_dt.UTC).replace(tzinfo=None) if aware else value
         elif isinstance(value, _dt.date):
             parsed[value] = _dt.datetime(value.year, value.month, value.day)
-    mapped = series.map(lambda v: None if _is_missing(v) else parsed.get(v))
+    # A dict lookup per value (vectorized by pandas), not a Python call per row.
+    mapped = series.map(parsed) if parsed else pd.Series(None, index=series.index, dtype=object)
     return pd.to_datetime(mapped, errors="coerce").astype("datetime64[us]")
 
 
@@ -290,6 +291,7 @@ def datetime_columns(frame: pd.DataFrame) -> list[str]:
         values = series.dropna()
         if values.empty or not all(isinstance(v, str) for v in values.head(1000).tolist()):
             continue
+        values = pd.Series(values.unique())  # the same verdict, once per distinct value
         try:
             text = values.astype(str).str.strip()
         except (TypeError, ValueError):

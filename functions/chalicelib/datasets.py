@@ -11,7 +11,7 @@ import logging
 import math
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib import concurrency, offload, tables
 from chalicelib.errors import (
@@ -24,11 +24,14 @@ from chalicelib.errors import (
 from chalicelib.ports import ConditionFailedError, Delete, TooLargeError, Write
 from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
+from chalicelib.sources.models import SqlSource, UploadSource
 from chalicelib.timeutil import now_iso
 from mlcontract import columns, jsonlimits
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from chalicelib.contracts import Contract
 
 log = logging.getLogger("mlpipe.datasets")
 
@@ -54,7 +57,13 @@ def _read_source(ports: Ports, req: DatasetCreate) -> bytes:
             raise PayloadTooLargeError(f"inline data is larger than {limit} bytes")
         return raw
     assert isinstance(source, FileSource)
-    return _read_file(ports, source.path)
+    raw = _read_file(ports, source.path)
+    from chalicelib.sources import s3
+
+    for suffix, kind in s3.COMPRESSED.items():  # data.csv.gz, data.jsonl.zst
+        if source.path.lower().endswith(suffix):
+            return s3.decompress(raw, kind, source.path)
+    return raw
 
 
 def _read_file(ports: Ports, raw_path: str) -> bytes:
@@ -217,7 +226,44 @@ def _from_records(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _check_csv_rows(raw: bytes) -> None:
     """Unique header names, and every row as wide as the header (pandas would shift a row
-    with an extra field into the index, and fill a short row with missing values)."""
+    with an extra field into the index, and fill a short row with missing values).
+
+    Fast path: pyarrow's multi-threaded CSV parser checks every row's width while it
+    converts one column only; on any complaint, the line-by-line check below finds the
+    line and says what is wrong (or lets through what only pyarrow disliked)."""
+    if len(raw) > FAST_CHECK_BYTES and _csv_rows_fit(raw):
+        return
+    _check_csv_rows_slowly(raw)
+
+
+FAST_CHECK_BYTES = 1 << 20
+
+
+def _csv_rows_fit(raw: bytes) -> bool:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    first_line = raw.split(b"\n", 1)[0]
+    try:
+        header = next(csv.reader([first_line.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return False
+    if not header or len(set(header)) != len(header) or '"' in first_line.decode():
+        return False  # repeated or quoted names: the slow check says it precisely
+    try:
+        pcsv.read_csv(
+            pa.py_buffer(raw),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=[header[0]], column_types={header[0]: pa.binary()}
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError, ValueError):
+        return False
+    return True
+
+
+def _check_csv_rows_slowly(raw: bytes) -> None:
     text = raw.decode("utf-8")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -330,7 +376,42 @@ UPLOAD_FORMATS = {
 
 
 def create(ports: Ports, req: DatasetCreate) -> dict[str, Any]:
-    return _store_version(ports, req.name, req.format, req.source.type, _read_source(ports, req))
+    if isinstance(req.source, InlineSource | FileSource):
+        frame = parse_table(_read_source(ports, req), req.format)
+        lineage: dict[str, Any] = {"type": req.source.type}
+        if isinstance(req.source, FileSource):
+            lineage["path"] = req.source.path
+    elif isinstance(req.source, UploadSource):
+        from chalicelib import uploads
+
+        raw, lineage = uploads.take(ports, req.name, req.source.upload_id, req.format)
+        frame = parse_table(raw, req.format)
+        summary = _store_frame(ports, req.name, req.format, lineage, frame, req.contract)
+        uploads.finish(ports, req.name, req.source.upload_id)
+        return summary
+    elif isinstance(req.source, SqlSource) and not _has_contract(ports, req):
+        import tempfile
+
+        from chalicelib.sources import sql
+
+        with tempfile.TemporaryDirectory(prefix="mlpipe-ingest-") as tmp:
+            path = Path(tmp) / "data.parquet"
+            _, lineage = sql.read_to_file(ports.settings, req.source, path)
+            return _store_parquet_file(ports, req.name, req.format, lineage, path)
+    else:
+        from chalicelib import sources
+
+        frame, lineage = sources.read(ports.settings, req.source, req.format, parse_table)
+        validate_frame(frame)
+        _reject_nested(frame)
+    return _store_frame(ports, req.name, req.format, lineage, frame, req.contract)
+
+
+def _has_contract(ports: Ports, req: DatasetCreate) -> bool:
+    if req.contract is not None:
+        return True
+    head = ports.metadata.get(tables.DATASETS, req.name)
+    return head is not None and bool(head.item.get("contract"))
 
 
 def upload(ports: Ports, name: str, raw: bytes, content_type: str) -> dict[str, Any]:
@@ -358,12 +439,97 @@ def store_version(
 def _store_version(
     ports: Ports, name: str, fmt: str, source_type: str, raw: bytes
 ) -> dict[str, Any]:
-    frame = parse_table(raw, fmt)
-    from chalicelib import cleaning
+    return _store_frame(ports, name, fmt, {"type": source_type}, parse_table(raw, fmt), None)
+
+
+def _store_frame(
+    ports: Ports,
+    name: str,
+    fmt: str,
+    lineage: dict[str, Any],
+    frame: pd.DataFrame,
+    contract: Contract | Literal["inferred"] | None,
+) -> dict[str, Any]:
+    """Check the contract (the one given, else the dataset's), profile, and write the
+    version. Nothing is written before every check passed; a failed write leaves no
+    version and no bytes."""
+    from chalicelib import cleaning, contracts
 
     frame, _ = cleaning.type_datetime_columns(frame)  # ISO 8601 text columns are datetimes
+    if contract == "inferred":
+        contract = contracts.inferred(frame)
+    if contract is None:
+        stored = ports.metadata.get(tables.DATASETS, name)
+        if stored is not None and stored.item.get("contract"):
+            contract = contracts.Contract.model_validate(stored.item["contract"])
+    quarantined = None
+    if contract is not None:
+        frame, quarantined = contracts.check(frame, contract)
     stats = profile(frame)
     data = to_parquet(frame)
+    bad_rows = to_parquet(quarantined) if quarantined is not None and len(quarantined) else None
+    return _write_version(
+        ports,
+        name,
+        fmt,
+        lineage,
+        stats,
+        lambda key: ports.store.put_bytes(key, data),
+        len(data),
+        _arrow_columns(io.BytesIO(data)),
+        contract,
+        bad_rows,
+        0 if quarantined is None else len(quarantined),
+    )
+
+
+def _store_parquet_file(
+    ports: Ports, name: str, fmt: str, lineage: dict[str, Any], path: Path
+) -> dict[str, Any]:
+    """A version from a Parquet file that need not fit in memory (the sql source streams
+    into one): profiled one column at a time, uploaded from the file."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    validate_frame(pd.DataFrame({n: [None] for n in parquet.schema_arrow.names}))
+    if parquet.metadata.num_rows == 0:
+        raise BadRequestError("the dataset has a header but no rows")
+    stats = profile_parquet(path)
+    return _write_version(
+        ports,
+        name,
+        fmt,
+        lineage,
+        stats,
+        lambda key: ports.store.put_file(key, path),
+        path.stat().st_size,
+        _arrow_columns(path),
+        None,
+        None,
+        0,
+    )
+
+
+def _arrow_columns(source: Any) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    return {field.name: str(field.type) for field in pq.read_schema(source)}
+
+
+def _write_version(
+    ports: Ports,
+    name: str,
+    fmt: str,
+    lineage: dict[str, Any],
+    stats: dict[str, Any],
+    put_data: Any,
+    size: int,
+    arrow_columns: dict[str, str],
+    contract: Contract | None,
+    bad_rows: bytes | None,
+    quarantined_rows: int,
+) -> dict[str, Any]:
     profile_bytes = json.dumps(stats, allow_nan=False).encode()
     written: list[str] = []
 
@@ -378,16 +544,24 @@ def _store_version(
         written.append(folder)
         # The Parquet file alone under data/: the Glue table of this version reads the prefix.
         key = f"{folder}/data/data.parquet"
-        ports.store.put_bytes(key, data)
+        put_data(key)
         # The profile lives beside the data: with many columns it outgrows a metadata item.
         ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
+        extra: dict[str, Any] = {}
+        if contract is not None:
+            extra["contract"] = {"policy": contract.policy, "quarantined_rows": 0}
+        if bad_rows is not None:
+            ports.store.put_bytes(f"{folder}/quarantine.parquet", bad_rows)
+            extra["quarantine_key"] = f"{folder}/quarantine.parquet"
+            extra["contract"]["quarantined_rows"] = quarantined_rows
         now = now_iso()
         record = {
             "name": name,
             "version": version,
             "status": "READY",
             "format": fmt,
-            "source": {"type": source_type},
+            "source": lineage,
+            **extra,
             "key": key,
             "folder": folder,
             "profile_key": f"{folder}/profile.json",
@@ -395,7 +569,7 @@ def _store_version(
             "rows": stats["rows"],
             "columns": len(stats["columns"]),
             "schema": [{"name": c["name"], "type": c["type"]} for c in stats["columns"]],
-            "bytes": len(data),
+            "bytes": size,
             "created_at": now,
         }
         record = offload.offload(ports.store, record, "schema", f"{folder}/schema.json")
@@ -406,6 +580,8 @@ def _store_version(
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }
+        if contract is not None:
+            head_item["contract"] = contract.model_dump(exclude_none=True)
         ports.metadata.put_many(
             [
                 Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
@@ -426,19 +602,15 @@ def _store_version(
     finally:
         for folder in written:  # attempts that lost a race, or failed: no orphan bytes
             ports.store.delete_prefix(folder)
-    _catalog(ports, record, data)
+    _catalog(ports, record, arrow_columns)
     return summary(record)
 
 
-def _catalog(ports: Ports, record: dict[str, Any], data: bytes) -> None:
+def _catalog(ports: Ports, record: dict[str, Any], columns: dict[str, str]) -> None:
     """Register the version as a table (Glue on AWS). The version is READY either way: a
     catalog failure is logged, and the next version or a re-registration fixes it."""
     if ports.catalog is None:
         return
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(io.BytesIO(data))
-    columns = {field.name: str(field.type) for field in schema}
     location = ports.store.uri(record["key"].rsplit("/", 1)[0])
     try:
         ports.catalog.register(record["name"], record["version"], location, columns)
@@ -510,7 +682,7 @@ def _last_version(head: dict[str, Any]) -> int:
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
-    return {
+    out = {
         "name": record["name"],
         "version": record["version"],
         "status": record["status"],
@@ -518,6 +690,18 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "columns": record["columns"] if "columns" in record else len(record["schema"]),
         "created_at": record["created_at"],
     }
+    if "contract" in record:
+        out["quarantined_rows"] = record["contract"]["quarantined_rows"]
+    return out
+
+
+def quarantine(ports: Ports, name: str, version: int) -> bytes:
+    """The rows of a version that broke its contract, as Parquet."""
+    record = get_version(ports, name, version)
+    key = record.get("quarantine_key")
+    if not key:
+        raise NotFoundError(f"dataset {name!r} v{version} has no quarantined rows")
+    return ports.store.get_bytes(key)
 
 
 def get_version(ports: Ports, name: str, version: int | None = None) -> dict[str, Any]:
@@ -552,3 +736,96 @@ def load_frame(ports: Ports, key: str) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_parquet(io.BytesIO(ports.store.get_bytes(key)))
+
+
+# --- versions written by the service (batch predictions) -----------------------------------
+
+
+def profile_parquet(path: Path) -> dict[str, Any]:
+    """``profile`` of a Parquet file read one column at a time: memory holds one column, not
+    the table (the scored output of a batch prediction can be larger than memory allows)."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    columns = []
+    for name in source.schema_arrow.names:
+        frame = source.read(columns=[name]).to_pandas()
+        columns.extend(profile(frame)["columns"])
+    return {"rows": int(source.metadata.num_rows), "columns": columns}
+
+
+def store_parquet_version(
+    ports: Ports, name: str, path: Path, source: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """A new version of ``name`` from a Parquet file the service wrote (not user input: it
+    is profiled, not re-parsed). Idempotent per ``run_id``: a retried step gets the version
+    its first attempt recorded."""
+    import pyarrow.parquet as pq
+
+    stats = profile_parquet(path)
+    profile_bytes = json.dumps(stats, allow_nan=False).encode()
+    size = path.stat().st_size
+    written: list[str] = []
+
+    def attempt() -> dict[str, Any]:
+        claim = ports.metadata.get(tables.dataset_runs(name), run_id)
+        if claim is not None:
+            return get_version(ports, name, int(claim.item["version"]))
+        head = ports.metadata.get(tables.DATASETS, name)
+        version = (head.item["latest_version"] if head else 0) + 1
+        folder = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}"
+        written.append(folder)
+        key = f"{folder}/data/data.parquet"
+        ports.store.put_file(key, path)
+        ports.store.put_bytes(f"{folder}/profile.json", profile_bytes)
+        now = now_iso()
+        record = {
+            "name": name,
+            "version": version,
+            "status": "READY",
+            "format": "parquet",
+            "source": source,
+            "key": key,
+            "folder": folder,
+            "profile_key": f"{folder}/profile.json",
+            "uri": ports.store.uri(key),
+            "rows": stats["rows"],
+            "columns": len(stats["columns"]),
+            "schema": [{"name": c["name"], "type": c["type"]} for c in stats["columns"]],
+            "bytes": size,
+            "created_at": now,
+        }
+        record = offload.offload(ports.store, record, "schema", f"{folder}/schema.json")
+        head_item = {
+            "name": name,
+            "latest_version": version,
+            "created_at": head.item["created_at"] if head else now,
+            "updated_at": now,
+        }
+        if head is not None and head.item.get("contract"):  # the dataset's contract stays
+            head_item["contract"] = head.item["contract"]
+        ports.metadata.put_many(
+            [
+                Write(tables.dataset_versions(name), tables.version_sk(version), record, 0),
+                Write(tables.DATASETS, name, head_item, head.rev if head else 0),
+                Write(tables.dataset_runs(name), run_id, {"version": version}, 0),
+            ]
+        )
+        written.pop()
+        return record
+
+    try:
+        record: dict[str, Any] = offload.hydrate(
+            ports.store, concurrency.retry(attempt, what=f"dataset {name!r}"), "schema"
+        )
+    finally:
+        for folder in written:
+            ports.store.delete_prefix(folder)
+    if ports.catalog is not None:
+        columns = {f.name: str(f.type) for f in pq.read_schema(path)}
+        location = ports.store.uri(record["key"].rsplit("/", 1)[0])
+        try:
+            ports.catalog.register(name, record["version"], location, columns)
+        except Exception:
+            log.exception("could not catalog dataset %s v%s", name, record["version"])
+    return record

@@ -115,7 +115,8 @@ class MetadataStore(Protocol):
 
 # --- jobs ----------------------------------------------------------------------------------
 
-JobKind = Literal["training", "processing"]
+# transform: a batch prediction (SageMaker Batch Transform; locally run like processing).
+JobKind = Literal["training", "processing", "transform"]
 JobState = Literal["InProgress", "Completed", "Failed", "Stopped"]
 
 
@@ -135,7 +136,7 @@ class JobStatus:
     name: str
     status: JobState
     failure_reason: str | None = None
-    # training: {"model": key of model.tar.gz}; processing: {"output": key prefix}
+    # training: {"model": key of model.tar.gz}; processing, transform: {"output": key prefix}
     outputs: dict[str, str] = field(default_factory=dict)
 
 

@@ -13,7 +13,9 @@ from pydantic import (
     model_validator,
 )
 
+from chalicelib.contracts import Contract
 from chalicelib.names import EndpointName, Name
+from chalicelib.sources.models import HttpSource, S3Source, SqlSource, UploadSource
 from mlcontract import catalog, metrics
 from mlcontract import preprocessing as prep
 
@@ -42,7 +44,10 @@ class FileSource(Strict):
     )
 
 
-DatasetSource = Annotated[InlineSource | FileSource, Field(discriminator="type")]
+DatasetSource = Annotated[
+    InlineSource | FileSource | SqlSource | S3Source | HttpSource | UploadSource,
+    Field(discriminator="type"),
+]
 DatasetFormat = Literal["csv", "parquet", "json", "jsonl"]
 
 
@@ -50,6 +55,13 @@ class DatasetCreate(Strict):
     name: Name
     source: DatasetSource
     format: DatasetFormat = "csv"
+    contract: Contract | Literal["inferred"] | None = Field(
+        default=None,
+        description=(
+            "Column rules checked on this and every later version (see contracts.py); "
+            '"inferred": this version\'s own schema becomes the contract.'
+        ),
+    )
 
 
 # --- pipelines ----------------------------------------------------------------------------
@@ -146,4 +158,32 @@ class EndpointCreate(Strict):
     def _one_target(self) -> EndpointCreate:
         if (self.alias is None) == (self.version is None):
             raise ValueError("give exactly one of 'alias' or 'version'")
+        return self
+
+
+# --- batch predictions -----------------------------------------------------------------------
+
+
+class BatchOutput(Strict):
+    dataset: Name = Field(description="The dataset that gets the scored rows as a new version.")
+
+
+class BatchPredictionCreate(Strict):
+    model: Name
+    model_version: int | None = Field(default=None, ge=1)
+    alias: Name | None = None
+    dataset: DatasetRef = Field(description="The dataset version to score (omit version: latest).")
+    output: BatchOutput
+    chunk_rows: int = Field(
+        default=65536,
+        ge=1,
+        le=1_000_000,
+        description="Rows scored at a time by the local job (memory holds one chunk). On AWS "
+        "each Parquet object is one Batch Transform request.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BatchPredictionCreate:
+        if (self.alias is None) == (self.model_version is None):
+            raise ValueError("give exactly one of 'model_version' or 'alias'")
         return self

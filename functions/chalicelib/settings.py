@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     # Upper bound on inline dataset bodies and uploads (API Gateway caps payloads at 10 MB).
     max_inline_bytes: int = 6 * 1024 * 1024
 
+    # Remote dataset sources (chalicelib/sources). http: hosts or CIDRs let past the SSRF
+    # guard (comma-separated; e.g. "127.0.0.1/32,data.internal"), and the most bytes one
+    # source may send (all pages). s3: the most bytes one source may read.
+    http_allow: str = ""
+    http_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    s3_max_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    # POST /datasets/{name}/uploads: the most bytes one upload may hold (S3: 5 GB per PUT).
+    upload_max_bytes: int = Field(default=5 * 1000**3, ge=1)
+
     @model_validator(mode="after")
     def _history_fits(self) -> Settings:
         if self.profile == "aws" and self.jobs == "sagemaker":

@@ -453,3 +453,7 @@ def fail_run(ctx: StepContext) -> StepResult:
     )
     _ended(ctx, run)
     return StepResult({"status": run["status"], "error": run["error"]}, status=None)
+
+
+# The batch prediction flow's handlers register themselves on import (workflow.TASKS).
+from chalicelib import batch_steps  # noqa: E402, F401

@@ -28,3 +28,8 @@ def model_versions(name: str) -> str:
 def model_runs(name: str) -> str:
     """sk = run id -> the version that run registered (a retried Register finds it)."""
     return f"model-runs#{name}"
+
+
+def dataset_runs(name: str) -> str:
+    """sk = run id -> the version of ``name`` that run wrote (a retried step finds it)."""
+    return f"dataset-runs#{name}"

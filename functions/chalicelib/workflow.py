@@ -18,6 +18,8 @@ STEPS_BY_KIND: dict[str, tuple[str, ...]] = {
     "pipeline": (
         "ingest", "validate", "split", "train", "evaluate", "quality_gate", "register", "deploy",
     ),
+    # A batch prediction (chalicelib/batch.py): score a dataset version, keep the output.
+    "batch": ("transform", "register_output"),
 }  # fmt: skip
 RUN_STEPS = STEPS_BY_KIND["pipeline"]
 
@@ -61,6 +63,14 @@ TASKS: tuple[Task, ...] = (
          "Register the model version (idempotent per run)."),
     Task("DeployModelVersion", "deploy", "$.deployment", "deploy",
          "Move the alias (never backwards) and serve it on the pipeline's endpoint."),
+    Task("StartTransformJob", "start_transform", "$.transform_job", "transform",
+         "Start the batch transform job scoring the dataset version.", kind="batch"),
+    Task("CheckTransformJob", "check_transform", "$.transform_job", "transform",
+         "Describe the batch transform job; fail the run if it failed or was stopped.",
+         kind="batch"),
+    Task("RegisterOutputDataset", "register_output", "$.output", "register_output",
+         "Record the scored rows as a new version of the output dataset (idempotent).",
+         kind="batch"),
     Task("RecordSuccess", "finish", "$.result", None, "Mark the run SUCCEEDED."),
     Task("RecordFailure", "fail_run", "$.result", None,
          "Record the error on the run, naming the step it failed in.", catch=False),

@@ -54,3 +54,12 @@ def test_the_aws_wiring_loads_only_the_aws_adapters() -> None:
     )
     assert "botocore" in loaded
     assert not loaded & {"iac", "sqlite3", "moto", "pandas", "sklearn"}
+
+
+def test_the_catalog_validates_without_scikit_learn() -> None:
+    loaded = loaded_after(
+        "import mlcontract.catalog as c\n"
+        "c.validate_hyperparameters('random_forest', 'classification', {'n_estimators': 5})\n"
+        "c.describe()"
+    )
+    assert not loaded & {"sklearn", "numpy", "pandas", "scipy"}

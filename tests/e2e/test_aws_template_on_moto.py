@@ -294,3 +294,26 @@ def test_new_data_retrains_through_the_deployed_trigger(aws_api: Api, deployed: 
     (run_id,) = result["runs"]
     run = aws_api.wait_run(run_id, timeout=300)
     assert run["status"] == "SUCCEEDED" and run["dataset"]["version"] == 2, run
+
+
+def test_a_batch_prediction_runs_on_the_deployed_stack(aws_api: Api, deployed: Deployed) -> None:
+    """The batch flow through the stack's state machine and its transform Lambdas: the scored
+    rows land in the stack's bucket as a new dataset version."""
+    started = aws_api.ok("POST", "/batch-predictions", {
+        "model": "moto-rf", "alias": "production", "dataset": {"name": "moto-data", "version": 1},
+        "output": {"dataset": "moto-scored"},
+    })  # fmt: skip
+    done = aws_api.wait_run(started["id"], timeout=300)
+    assert done["status"] == "SUCCEEDED", done
+    shown = aws_api.ok("GET", f"/batch-predictions/{started['id']}")
+    assert shown["output"] == {"dataset": "moto-scored", "version": 1} and shown["rows"] == 200
+    version = aws_api.ok("GET", "/datasets/moto-scored/versions/1")
+    assert [c["name"] for c in version["schema"]][-3:] == ["prediction", "proba_no", "proba_yes"]
+    bucket = deployed.outputs["ArtefactBucketName"]
+    listed = deployed.client("s3").list_objects_v2(Bucket=bucket, Prefix="datasets/moto-scored/")
+    assert any(o["Key"].endswith("/data/data.parquet") for o in listed["Contents"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in aws_api.events(started["id"])
+               if e["type"] == "TaskStateEntered"]  # fmt: skip
+    assert entered[0] == "StartTransformJob" and entered[-2:] == [
+        "RegisterOutputDataset", "RecordSuccess",
+    ]  # fmt: skip

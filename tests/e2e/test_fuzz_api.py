@@ -205,3 +205,27 @@ def test_inline_base64_and_file_paths(fuzz_api: Api, data: str, path: str, name:
             "POST", "/datasets", {"name": name, "source": {"type": "file", "path": path}}
         )
     )
+
+
+BATCH = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from(["fuzz-served", "nope"]) | json_values,
+        "model_version": st.integers(-1, 3) | json_values,
+        "alias": st.sampled_from(["production", "x"]) | json_values,
+        "dataset": st.fixed_dictionaries(
+            {"name": st.sampled_from(["fuzzbase", "fz-none"]) | json_values},
+            optional={"version": st.integers(-1, 3) | json_values},
+        )
+        | json_values,
+        "output": st.fixed_dictionaries({"dataset": st.text(max_size=70) | json_values})
+        | json_values,
+        "chunk_rows": st.integers(-5, 2_000_000) | json_values,
+    },
+)
+
+
+@FUZZ
+@given(body=BATCH | json_values)
+def test_batch_prediction_bodies(fuzz_api: Api, body: Any) -> None:
+    assert_clean(*fuzz_api.call("POST", "/batch-predictions", body))

@@ -151,7 +151,7 @@ def test_the_concurrency_cap_says_when_to_retry() -> None:
     with pytest.raises(TooManyRequestsError) as caught:
         _run(ports)
     exc = caught.value
-    response = _error(exc.status_code, exc.code, exc.message, exc.retry_after)
+    response = _error(exc.status_code, exc.code, exc.message, retry_after=exc.retry_after)
     assert response.status_code == 429 and response.headers["Retry-After"] == "10"
 
 

@@ -31,6 +31,16 @@ class S3ObjectStore:
         self.s3.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
         return self.uri(key)
 
+    def presign_put(self, key: str, expires_seconds: int) -> str:
+        """A URL that lets its holder PUT one object at ``key`` until it expires (large
+        dataset uploads: chalicelib/uploads.py); signed with the functions' role."""
+        url: str = self.s3.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": check_key(key)},
+            ExpiresIn=expires_seconds,
+        )
+        return url
+
     def get_bytes(self, key: str) -> bytes:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]

@@ -61,6 +61,8 @@ class SageMakerJobRunner:
         try:
             if spec.kind == "training":
                 self._start_training(spec)
+            elif spec.kind == "transform":
+                self._start_transform(spec)
             else:
                 self._start_processing(spec)
         except ClientError as exc:
@@ -84,6 +86,8 @@ class SageMakerJobRunner:
         try:
             if kind == "training":
                 self.sm.stop_training_job(TrainingJobName=name)
+            elif kind == "transform":
+                self.sm.stop_transform_job(TransformJobName=name)
             else:
                 self.sm.stop_processing_job(ProcessingJobName=name)
         except ClientError as exc:
@@ -201,6 +205,71 @@ class SageMakerJobRunner:
             Tags=self.tags,
         )
 
+    def _start_transform(self, spec: JobSpec) -> None:
+        """A Batch Transform job: the model archive served by ``batch_transform.py``'s hooks
+        (from the job code), each Parquet object of the input one request, its scored rows
+        written back as ``<object>.out``. The SageMaker Model it needs is named by model
+        version and created once (tagged, like every resource the service makes)."""
+        model_name = batch_model_name(spec.arguments["model-name"], spec.arguments["model-version"])
+        if not self._model_exists(model_name):
+            self.sm.create_model(
+                ModelName=model_name,
+                ExecutionRoleArn=self.role_arn,
+                PrimaryContainer={
+                    "Image": self.image_uri,
+                    "ModelDataUrl": self.store.uri(spec.inputs["model"]),
+                    "Environment": {
+                        "SAGEMAKER_PROGRAM": spec.entry_point,
+                        "SAGEMAKER_SUBMIT_DIRECTORY": self.store.uri(
+                            f"{self.code_prefix}/sourcedir.tar.gz"
+                        ),
+                    },
+                },
+                Tags=self.tags,
+            )
+        self.sm.create_transform_job(
+            TransformJobName=spec.name,
+            ModelName=model_name,
+            # One request per object, at most 100 MB (SageMaker's ceiling for a payload).
+            BatchStrategy="SingleRecord",
+            MaxPayloadInMB=100,
+            MaxConcurrentTransforms=1,
+            ModelClientConfig={"InvocationsTimeoutInSeconds": 3600, "InvocationsMaxRetries": 0},
+            TransformInput={
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": self._s3_input(spec.inputs["data"]),
+                    }
+                },
+                "ContentType": PARQUET,
+                "CompressionType": "None",
+                "SplitType": "None",
+            },
+            TransformOutput={
+                "S3OutputPath": self.store.uri(spec.output_prefix),
+                "Accept": PARQUET,
+                "AssembleWith": "None",
+            },
+            TransformResources={"InstanceType": self.instance_type, "InstanceCount": 1},
+            Tags=self.tags,
+        )
+
+    def _model_exists(self, name: str) -> bool:
+        """Whether the SageMaker Model exists; one that another stack created is not used."""
+        try:
+            desc = self.sm.describe_model(ModelName=name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return False
+            raise
+        tags = self.sm.list_tags(ResourceArn=desc["ModelArn"]).get("Tags", [])
+        if next((t["Value"] for t in tags if t["Key"] == OWNER_TAG), None) != self.tags[0]["Value"]:
+            raise ForeignResourceError(
+                f"SageMaker model {name!r} exists but was not created by this service"
+            )
+        return True
+
     def describe(self, name: str, kind: JobKind) -> JobStatus:
         try:
             if kind == "training":
@@ -210,6 +279,11 @@ class SageMakerJobRunner:
                 artefact = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
                 if artefact:
                     outputs["model"] = self.store.key_of(artefact)
+            elif kind == "transform":
+                desc = self.sm.describe_transform_job(TransformJobName=name)
+                state = _SM_STATE.get(desc["TransformJobStatus"], "InProgress")
+                out = desc.get("TransformOutput", {}).get("S3OutputPath")
+                outputs = {"output": self.store.key_of(out).rstrip("/")} if out else {}
             else:
                 desc = self.sm.describe_processing_job(ProcessingJobName=name)
                 state = _SM_STATE.get(desc["ProcessingJobStatus"], "InProgress")
@@ -221,6 +295,15 @@ class SageMakerJobRunner:
                 raise NotFoundError(f"job {name!r} not found") from None
             raise
         return JobStatus(name, state, desc.get("FailureReason"), outputs)
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def batch_model_name(model: str, version: str) -> str:
+    """The SageMaker Model a batch prediction scores with: the version's archive served by
+    batch_transform.py (endpoints serve the same archive with inference.py: another Model)."""
+    return sagemaker_name(SAGEMAKER_PREFIX.rstrip("-"), "batch", model, f"v{version}")
 
 
 # An endpoint in one of these states refuses UpdateEndpoint (ValidationException on AWS).

@@ -75,11 +75,23 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def _error(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retry_after: int | None = None,
+) -> Response:
+    # details: structured extras of an error (a data contract's violation report);
+    # retry_after: seconds before a retry makes sense (the Retry-After header).
     headers: dict[str, str | list[str]] | None = (
         {"Retry-After": str(retry_after)} if retry_after is not None else None
     )
-    return Response(body={"Code": code, "Message": message}, status_code=status, headers=headers)
+    return Response(
+        body={"Code": code, "Message": message, **(details or {})},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -212,7 +224,13 @@ class Api(Blueprint):
                 except MLPipeError as exc:
                     if exc.status_code >= 500:
                         log.error("%s %s: %s: %s", method, path, exc.code, exc.message)
-                    return _error(exc.status_code, exc.code, exc.message, exc.retry_after)
+                    return _error(
+                        exc.status_code,
+                        exc.code,
+                        exc.message,
+                        getattr(exc, "details", None),
+                        exc.retry_after,
+                    )
                 except RequestError as exc:
                     code = "UnsupportedMediaType" if exc.status == 415 else "BadRequestError"
                     return _error(exc.status, code, str(exc))

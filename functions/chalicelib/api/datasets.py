@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import datasets
+from chalice import Response
+from pydantic import BaseModel, ConfigDict
+
+from chalicelib import datasets, uploads
 from chalicelib.api import Api, request_bytes
+from chalicelib.names import Name
 from chalicelib.runtime import ports
-from chalicelib.schemas import DatasetCreate
+from chalicelib.schemas import DatasetCreate, DatasetFormat
 
 api = Api(__name__)
 
@@ -23,7 +27,12 @@ _UPLOAD_BODY = {
 
 @api.operation("/datasets", "POST", status=201, body=DatasetCreate, errors=(409, 507))
 def create_dataset(body: DatasetCreate) -> dict[str, Any]:
-    """Ingest a dataset version from an inline or file source."""
+    """Ingest a dataset version from an inline, file, sql, s3 or http source.
+
+    An optional data contract is checked on this version and kept for later ones; policy
+    reject answers 400 ContractViolation with a report per rule, quarantine stores the bad
+    rows apart (GET .../quarantine).
+    """
     return datasets.create(ports(), body)
 
 
@@ -70,7 +79,7 @@ def get_dataset_version(name: str, version: int) -> dict[str, Any]:
     """A dataset version: schema, row count, profile, status."""
     p = ports()
     record = datasets.get_version(p, name, version)
-    public = {k: v for k, v in record.items() if k not in ("key", "profile_key")}
+    public = {k: v for k, v in record.items() if k not in ("key", "profile_key", "quarantine_key")}
     return {**public, "profile": datasets.get_profile(p, record)}
 
 
@@ -78,3 +87,57 @@ def get_dataset_version(name: str, version: int) -> dict[str, Any]:
 def delete_dataset_version(name: str, version: int) -> dict[str, Any]:
     """Delete one dataset version and its data (409 while a pipeline pins it)."""
     return datasets.delete(ports(), name, version)
+
+
+@api.operation(
+    "/datasets/{name}/versions/{version}/quarantine",
+    "GET",
+)
+def get_dataset_quarantine(name: str, version: int) -> Response:
+    """The rows of a version that broke its contract (policy quarantine), as CSV."""
+    import io
+
+    import pandas as pd
+
+    raw = datasets.quarantine(ports(), name, version)
+    text = pd.read_parquet(io.BytesIO(raw)).to_csv(index=False)
+    return Response(body=text, status_code=200, headers={"Content-Type": "text/csv"})
+
+
+class UploadStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: DatasetFormat = "csv"
+
+
+@api.operation("/datasets/{name}/uploads", "POST", status=201, body=UploadStart)
+def start_dataset_upload(name: str, body: UploadStart) -> dict[str, Any]:
+    """Start a large upload: PUT the file to the returned URL (on AWS a presigned S3 URL),
+    then POST /datasets with {"source": {"type": "upload", "upload_id": ...}}."""
+    checked = _name(name)
+    headers = api.current_request.headers
+    base = f"{headers.get('x-forwarded-proto', 'http')}://{headers.get('host', '127.0.0.1')}"
+    return uploads.start(ports(), checked, body.format, base)
+
+
+@api.operation(
+    "/datasets/{name}/uploads/{upload_id}",
+    "PUT",
+    content_types=["application/octet-stream", *sorted(datasets.UPLOAD_FORMATS)],
+    raw_body={"application/octet-stream": {"type": "string", "format": "binary"}},
+)
+def put_dataset_upload(name: str, upload_id: str) -> dict[str, Any]:
+    """The local stack's stand-in for the presigned S3 PUT of an upload."""
+    raw = api.current_request.raw_body or b""
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    return uploads.put(ports(), _name(name), upload_id, data)
+
+
+def _name(name: str) -> str:
+    from pydantic import TypeAdapter, ValidationError
+
+    from chalicelib.errors import BadRequestError
+
+    try:
+        return str(TypeAdapter(Name).validate_python(name))
+    except ValidationError as exc:
+        raise BadRequestError(f"dataset name: {exc.errors()[0]['msg']}") from None
