@@ -47,6 +47,7 @@ def start_transform(ctx: StepContext) -> StepResult:
         data_input = _split(ctx, data["key"], int(dataset["rows"]), int(dataset["bytes"]))
     return _start_job(
         ctx,
+        "transform",
         JobSpec(
             name=job_name(ctx.run_id, "transform", 1),
             kind="transform",

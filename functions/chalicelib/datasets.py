@@ -26,7 +26,7 @@ from chalicelib.runtime import Ports
 from chalicelib.schemas import DatasetCreate, FileSource, InlineSource
 from chalicelib.sources.models import SqlSource, UploadSource
 from chalicelib.timeutil import now_iso
-from mlcontract import columns
+from mlcontract import columns, jsonlimits
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,11 +126,57 @@ def parse_table(raw: bytes, fmt: str) -> pd.DataFrame:
     validate_frame(frame)
     if fmt != "csv":  # CSV cells are always scalars
         _reject_nested(frame)
+    _check_numbers(frame)
     return frame
+
+
+def _check_numbers(frame: pd.DataFrame) -> None:
+    """Every number is finite and fits a column type: an infinity (``inf``, ``1e999``) is a
+    400 naming the column and row (no model can learn from it, and strict JSON cannot carry
+    it), as is an integer beyond 64 bits (CSV ``10000000000000000000000``); a text column
+    holding other scalars too (``true``, ``"x"``, ``3``) becomes a text column."""
+    import numpy as np
+    import pandas as pd
+
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype.kind == "f":
+            bad = np.isinf(column.to_numpy())
+            if bad.any():
+                raise BadRequestError(
+                    f"column {str(name)[:40]!r} holds an infinite number (row "
+                    f"{int(bad.argmax()) + 1}); datasets hold finite numbers only"
+                )
+        elif column.dtype == object:
+            if pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+                continue  # text only (the common case), checked in C
+            kinds: set[type] = set()
+            for row, value in enumerate(column.tolist(), start=1):
+                if value is None:
+                    continue
+                kinds.add(type(value))
+                if isinstance(value, float) and math.isinf(value):
+                    raise BadRequestError(
+                        f"column {str(name)[:40]!r} holds an infinite number (row {row}); "
+                        "datasets hold finite numbers only"
+                    )
+                if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+                    raise BadRequestError(
+                        f"column {str(name)[:40]!r} holds the integer {str(value)[:30]} (row "
+                        f"{row}), beyond 64 bits; send it as text or as a float"
+                    )
+            if len(kinds) > 1 and str in kinds:
+                frame[name] = column.map(
+                    lambda v: v if v is None or isinstance(v, str) or v != v else str(v)
+                )
 
 
 def _json_loads(raw: bytes, line: int | None = None) -> Any:
     where = f" (line {line})" if line else ""
+    if jsonlimits.too_deep(raw):  # before json.loads recurses into it
+        raise BadRequestError(
+            f"the JSON is nested too deeply (more than {jsonlimits.MAX_DEPTH} levels){where}"
+        )
     try:
         return json.loads(raw, parse_constant=_json_constant)
     except RecursionError:
@@ -489,7 +535,9 @@ def _write_version(
 
     def attempt() -> dict[str, Any]:
         head = ports.metadata.get(tables.DATASETS, name)
-        version = (head.item["latest_version"] if head else 0) + 1
+        # Numbers are never reused: a deleted version's number stays taken (``last_version``),
+        # so what a run or a model's lineage recorded as "v2" always meant the same data.
+        version = (_last_version(head.item) if head else 0) + 1
         # A unique folder per attempt: a writer that loses the race for this version
         # number deletes only its own bytes, never the winner's.
         folder = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}"
@@ -528,6 +576,7 @@ def _write_version(
         head_item = {
             "name": name,
             "latest_version": version,
+            "last_version": version,
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }
@@ -607,7 +656,12 @@ def delete(ports: Ports, name: str, version: int | None = None) -> dict[str, Any
             Write(
                 tables.DATASETS,
                 name,
-                {**head.item, "latest_version": latest, "updated_at": now_iso()},
+                {
+                    **head.item,
+                    "latest_version": latest,
+                    "last_version": _last_version(head.item),
+                    "updated_at": now_iso(),
+                },
                 head.rev,
             )
         )
@@ -620,6 +674,11 @@ def delete(ports: Ports, name: str, version: int | None = None) -> dict[str, Any
         if ports.catalog is not None:
             ports.catalog.unregister(name, int(r.item["version"]))
     return {"name": name, "deleted_versions": sorted(r.item["version"] for r in records)}
+
+
+def _last_version(head: dict[str, Any]) -> int:
+    """The highest version number ever given to the dataset (deleted ones included)."""
+    return max(int(head["latest_version"]), int(head.get("last_version", 0)))
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -662,11 +721,15 @@ def describe(ports: Ports, name: str) -> dict[str, Any]:
     if head is None:
         raise NotFoundError(f"dataset {name!r} not found")
     versions = [summary(r.item) for r in ports.metadata.query(tables.dataset_versions(name))]
-    return {**head.item, "versions": versions}
+    shown = {k: v for k, v in head.item.items() if k != "last_version"}
+    return {**shown, "versions": versions}
 
 
 def list_all(ports: Ports) -> list[dict[str, Any]]:
-    return [r.item for r in ports.metadata.query(tables.DATASETS)]
+    return [
+        {k: v for k, v in r.item.items() if k != "last_version"}
+        for r in ports.metadata.query(tables.DATASETS)
+    ]
 
 
 def load_frame(ports: Ports, key: str) -> pd.DataFrame:

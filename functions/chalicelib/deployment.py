@@ -7,9 +7,11 @@ Rules (the README states them for users):
 - The runtime is updated before the alias moves: if the endpoint cannot take the new version
   (still updating, or the model fails to load), the alias stays where it was and the caller
   gets a 409.
-- Pipeline deploys only move an alias forward: when runs finish out of order, a run whose
-  version is older than the one already deployed skips its deploy (and says so). Users move
-  aliases anywhere (``PUT /models/{m}/aliases/{a}``) and roll back.
+- Pipeline deploys only move an alias forward, and go out in version order: a Deploy of vK
+  first waits (bounded) for the older versions registered by runs still in flight to pass
+  their own Deploy (``deploy_order``); a run whose version is older than the one already
+  deployed skips its deploy (and says so). Users move aliases anywhere
+  (``PUT /models/{m}/aliases/{a}``) and roll back.
 - ``history`` holds the versions the endpoint really served, in order; rollback serves the
   one before the current and moves a followed alias back with it.
 """
@@ -21,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from chalicelib import concurrency, registry, scoring, tables
+from chalicelib import concurrency, deploy_order, registry, scoring, tables
 from chalicelib.errors import (
     BadRequestError,
     ConflictError,
@@ -108,8 +110,16 @@ def get(ports: Ports, name: str) -> dict[str, Any]:
         fast = fast_path.refresh(ports, item["model"], int(item["version"]))
         if fast and fast.get("status") == "READY" and fast.get("key"):
             fast_path.apply(ports, item["model"], int(item["version"]))
-    # The runtime's own view: a SageMaker endpoint is Creating/Updating for minutes, and a
-    # local one whose model cannot be loaded is Failed.
+    return _live(ports, item, in_flight)
+
+
+def _live(
+    ports: Ports, item: dict[str, Any], in_flight: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The record with the runtime's own view of its status: a SageMaker endpoint is
+    Creating/Updating for minutes, and a local one whose model cannot be loaded is Failed
+    (with the reason) — the status stored at deploy time would be stale."""
+    name = item["name"]
     out = {**_public(item), "status": ports.endpoints.status(name)}
     reason = getattr(ports.endpoints, "failure_reason", lambda _: None)(name)
     if reason:
@@ -124,7 +134,7 @@ def get(ports: Ports, name: str) -> dict[str, Any]:
 
 
 def list_all(ports: Ports) -> list[dict[str, Any]]:
-    return [_public(r.item) for r in ports.metadata.query(tables.ENDPOINTS)]
+    return [_live(ports, r.item) for r in ports.metadata.query(tables.ENDPOINTS)]
 
 
 def _deploy(ports: Ports, endpoint: str, version: dict[str, Any]) -> None:
@@ -273,6 +283,7 @@ def deploy_from_pipeline(
     except ConflictError as exc:
         raise StepError(exc.message) from None
     version = registry.get_version(ports, model, number)
+    deploy_order.wait_for_older_deploys(ports, model, number)
     with _lease(ports, name):
         current = registry.get_model(ports, model)["aliases"].get(alias)
         if current is not None and int(current) > number:
@@ -321,7 +332,14 @@ def rollback(ports: Ports, name: str) -> dict[str, Any]:
         if len(item["history"]) < 2:
             raise ConflictError(f"endpoint {name!r} has no previous version to roll back to")
         current, previous = item["history"][-1], item["history"][-2]
-        version = registry.get_version(ports, item["model"], previous)
+        try:
+            version = registry.get_version(ports, item["model"], previous)
+        except NotFoundError:
+            raise ConflictError(
+                f"endpoint {name!r} cannot roll back to {item['model']} v{previous}: that "
+                "version has been deleted; it keeps serving "
+                f"v{current}"
+            ) from None
         _deploy(ports, name, version)
         if item.get("alias"):
             registry.set_alias(ports, item["model"], item["alias"], previous, expect=current)

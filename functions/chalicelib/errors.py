@@ -6,6 +6,8 @@ from __future__ import annotations
 class MLPipeError(Exception):
     status_code = 500
     code = "InternalError"
+    # Seconds a caller should wait before trying again (the Retry-After header), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -42,6 +44,7 @@ class ServiceUnavailableError(MLPipeError):
 
     status_code = 503
     code = "ServiceUnavailableError"
+    retry_after = 5
 
 
 class StepError(MLPipeError):
@@ -61,6 +64,7 @@ class TooManyRequestsError(MLPipeError):
 
     status_code = 429
     code = "TooManyRequestsError"
+    retry_after = 10
 
 
 class InsufficientStorageError(MLPipeError):

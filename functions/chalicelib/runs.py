@@ -219,9 +219,10 @@ def record_step(
     started_at: str | None = None,
     run_fields: dict[str, Any] | None = None,
     **detail: Any,
-) -> None:
+) -> dict[str, Any]:
     """One write per step: its status, times and detail (and any run-level fields, such as
-    the metrics or the model). A run that has ended is final and is not touched."""
+    the metrics or the model). A run that has ended is final and is not touched. Returns
+    the run record as stored afterwards."""
 
     def change(item: dict[str, Any]) -> dict[str, Any] | None:
         if item["status"] in TERMINAL:
@@ -243,7 +244,7 @@ def record_step(
             steps.append(s)
         return {**item, **(run_fields or {}), "steps": steps}
 
-    _mutate(ports, run_id, change)
+    return _mutate(ports, run_id, change)
 
 
 def end(
@@ -312,8 +313,19 @@ def _reconcile(ports: Ports, item: dict[str, Any]) -> dict[str, Any]:
         "LOST": "the orchestrator no longer knows this execution (the stack was restarted)",
         "TIMED_OUT": "the execution timed out",
     }.get(status, f"the execution ended with status {status}")
-    return end(ports, item["run_id"], "FAILED", {"step": None, "type": "Interrupted",
-                                                 "message": message})  # fmt: skip
+    error = {"step": interrupted_step(item), "type": "Interrupted", "message": message}
+    return end(ports, item["run_id"], "FAILED", error)
+
+
+def interrupted_step(item: dict[str, Any]) -> str | None:
+    """The step a run was in when it stopped with nobody to say so (a killed stack, a lost
+    execution): the one RUNNING, else the first still PENDING — between two steps (say
+    Register done, Deploy not yet entered) the run was on its way into that one."""
+    for wanted in ("RUNNING", "PENDING"):
+        for s in item["steps"]:
+            if s["status"] == wanted:
+                return str(s["name"])
+    return None
 
 
 def _aborted(message: str) -> dict[str, Any]:
@@ -349,6 +361,13 @@ def events(ports: Ports, run_id: str, token: str | None = None, limit: int = 100
             return _page(saved, token, limit)
         raise NotFoundError(
             f"the execution history of run {run_id!r} is no longer available"
+        ) from None
+    except OrchestratorUnavailableError as exc:
+        if saved is not None:  # throttled: what was kept so far
+            return _page(saved, token, limit)
+        log.warning("GetExecutionHistory failed for run %s: %s", run_id, exc)
+        raise ServiceUnavailableError(
+            "the orchestrator could not return this run's history now; try again"
         ) from None
     except ValueError:
         raise BadRequestError("next_token is not valid for this run") from None
@@ -416,11 +435,21 @@ def cancel(ports: Ports, run_id: str) -> dict[str, Any]:
             raise ServiceUnavailableError(
                 "the orchestrator could not stop this run; try again"
             ) from None
+    reason = {**_aborted("cancelled through the API"), "step": interrupted_step(item)}
+    ended = end(ports, run_id, "ABORTED", reason)
+    # After the end, no step can record a job any more (an ended run is final), and a step
+    # that starts its job after this write stops it itself (steps._start_job): the jobs
+    # read here are all there is to stop.
+    stop_jobs(ports, _load(ports, run_id))
+    return public(ended)
+
+
+def stop_jobs(ports: Ports, item: dict[str, Any]) -> None:
+    """Stop the jobs the run's steps have started (an ended job stays as it ended)."""
     for s in item["steps"]:
         job = s.get("job")
-        if s["status"] == "RUNNING" and isinstance(job, dict):
+        if s["status"] in ("RUNNING", "ABORTED", "FAILED") and isinstance(job, dict):
             ports.jobs.stop(job["name"], job["kind"])
-    return public(end(ports, run_id, "ABORTED", _aborted("cancelled through the API")))
 
 
 def spec_of(event: dict[str, Any], store: ObjectStore) -> PipelineCreate:

@@ -224,10 +224,20 @@ def split_data(ctx: StepContext) -> StepResult:
 # --- jobs ----------------------------------------------------------------------------------
 
 
-def _start_job(ctx: StepContext, spec: JobSpec) -> StepResult:
+def _start_job(ctx: StepContext, step: str, spec: JobSpec) -> StepResult:
+    """Start the job of run step ``step`` and record it on the run (the job is stopped, and
+    the step fails, when the run has been cancelled meanwhile)."""
     ctx.ports.jobs.start(spec)
     job = {"name": spec.name, "kind": spec.kind, "status": "InProgress"}
-    return StepResult(job, status="RUNNING", detail={"job": {"name": spec.name, "kind": spec.kind}})
+    # Recorded here, before the run is read back: a cancel that ended the run before this
+    # write sees no job, so this step stops it; one that ends it after sees the job (runs.cancel).
+    run = runs.record_step(
+        ctx.ports, ctx.run_id, step, "RUNNING", job={"name": spec.name, "kind": spec.kind}
+    )
+    if run["status"] in runs.TERMINAL:
+        ctx.ports.jobs.stop(spec.name, spec.kind)
+        raise StepError(f"the run ended ({run['status']}) while its {step} job was starting")
+    return StepResult(job, status=None)
 
 
 # SageMaker caps a hyperparameter value at 2500 characters: a longer preprocessing spec
@@ -266,6 +276,7 @@ def start_training(ctx: StepContext) -> StepResult:
     name = job_name(ctx.run_id, "train", int(ctx.event.get("train_attempt", 1)))
     return _start_job(
         ctx,
+        "train",
         JobSpec(
             name=name,
             kind="training",
@@ -285,6 +296,7 @@ def start_evaluation(ctx: StepContext) -> StepResult:
     champion_version = champion_arguments.pop("champion-version", None)
     job = _start_job(
         ctx,
+        "evaluate",
         JobSpec(
             name=name,
             kind="processing",

@@ -181,11 +181,14 @@ class LocalJobRunner:
         timer = self._timer(spec)
         timer.start()
         try:
+            # A stop that came before this point is remembered by the launcher: a job stopped
+            # before its process started never starts (and ends Stopped below).
             returncode = self.launcher.run(
                 spec.name, script, argv, env, workdir, workdir / "job.log"
             )
         finally:
             timer.cancel()
+            self.launcher.forget(spec.name)
         with self._lock:
             stopped = self._stopping.pop(spec.name, None)
         if stopped is not None:

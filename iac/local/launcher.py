@@ -58,6 +58,8 @@ class Launcher(Protocol):
 
     def kill(self, job_id: str) -> None: ...
 
+    def forget(self, job_id: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -66,15 +68,25 @@ def _spawn_child_setup() -> None:
     die_with_parent()
 
 
+# What ``run`` returns for a job killed before its process started (as if SIGKILLed).
+KILLED_BEFORE_START = -signal.SIGKILL
+
+
 class SpawnLauncher:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
         self._pids: dict[str, int] = {}
+        # Jobs killed before their process existed: ``run`` must not start them at all.
+        self._killed: set[str] = set()
         self._lock = threading.Lock()
 
     def run(
         self, job_id: str, script: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path
     ) -> int:
+        with self._lock:
+            if job_id in self._killed:
+                self._killed.discard(job_id)
+                return KILLED_BEFORE_START
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [self.python, script, *argv],
@@ -87,17 +99,29 @@ class SpawnLauncher:
             )
             with self._lock:
                 self._pids[job_id] = proc.pid
+                killed_meanwhile = job_id in self._killed  # a kill between the check and here
+                self._killed.discard(job_id)
             try:
+                if killed_meanwhile:
+                    kill_group(proc.pid)
                 return proc.wait()
             finally:
                 with self._lock:
                     self._pids.pop(job_id, None)
 
     def kill(self, job_id: str) -> None:
+        """Stop the job; a job that has not started yet never starts."""
         with self._lock:
             pid = self._pids.get(job_id)
+            if pid is None:
+                self._killed.add(job_id)
         if pid is not None:
             kill_group(pid)
+
+    def forget(self, job_id: str) -> None:
+        """The job has ended: a kill that came too late needs no remembering."""
+        with self._lock:
+            self._killed.discard(job_id)
 
     def close(self) -> None:
         with self._lock:
@@ -118,6 +142,7 @@ class ForkLauncher:
         # request id -> (job id, ended event, [exit code], the zygote it went to); job -> pid
         self._waiting: dict[str, tuple[str, threading.Event, list[int], int]] = {}
         self._pids: dict[str, int] = {}
+        self._killed: set[str] = set()  # killed before ``run`` sent them: never started
 
     def _ensure(self) -> subprocess.Popen[bytes] | None:
         with self._lock:
@@ -169,6 +194,10 @@ class ForkLauncher:
     def run(
         self, job_id: str, script: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path
     ) -> int:
+        with self._lock:
+            if job_id in self._killed:
+                self._killed.discard(job_id)
+                return KILLED_BEFORE_START
         proc = self._ensure()
         if proc is None or proc.stdin is None:
             return self._spawn.run(job_id, script, argv, env, cwd, log)
@@ -185,6 +214,9 @@ class ForkLauncher:
         }
         try:
             with self._lock:
+                if job_id in self._killed:  # killed while the warm interpreter was starting
+                    self._killed.discard(job_id)
+                    return KILLED_BEFORE_START
                 self._waiting[request] = (job_id, done, result, proc.pid)
                 proc.stdin.write((json.dumps(message) + "\n").encode())
                 proc.stdin.flush()
@@ -196,18 +228,34 @@ class ForkLauncher:
         return result[0]
 
     def kill(self, job_id: str) -> None:
-        self._spawn.kill(job_id)
+        """Stop the job; a job that has not started yet never starts."""
+        with self._spawn._lock:
+            spawned = job_id in self._spawn._pids
+        if spawned:  # it runs in a fresh interpreter (the warm one could not start)
+            self._spawn.kill(job_id)
+            return
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # the pid arrives right after the fork
+        while True:  # the pid arrives right after the fork
             with self._lock:
                 pid = self._pids.get(job_id)
                 pending = any(w[0] == job_id for w in self._waiting.values())
+                if pid is None and not pending:
+                    # Not sent to the warm interpreter yet: ``run`` will refuse to start it
+                    # (in either interpreter, should it fall back to a fresh one).
+                    self._killed.add(job_id)
+                    self._spawn.kill(job_id)
+                    return
             if pid is not None:
                 kill_group(pid)
                 return
-            if not pending:
+            if time.monotonic() > deadline:
                 return
             time.sleep(0.02)
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._killed.discard(job_id)
+        self._spawn.forget(job_id)
 
     def close(self) -> None:
         self._spawn.close()

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import threading
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class HistoryKeeper:
         self.store = store
         self._watched: dict[str, tuple[str, int]] = {}  # run id -> (execution arn, events saved)
         self._lock = threading.Lock()
+        self._saving = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="history-keeper", daemon=True)
         self._thread.start()
@@ -112,6 +114,12 @@ class HistoryKeeper:
 
     def save(self, run_id: str) -> bool:
         """Save the run's history now; True once it has ended (it is then unwatched)."""
+        # One save at a time: the loop and a caller (a start, a cancel) must not race, or a
+        # history read before the run ended could overwrite the one read after.
+        with self._saving:
+            return self._save(run_id)
+
+    def _save(self, run_id: str) -> bool:
         with self._lock:
             arn, saved = self._watched.get(run_id, ("", 0))
         if not arn:
@@ -197,7 +205,38 @@ class LocalOrchestrator(StepFunctionsOrchestrator):
     def start(self, name: str, execution_input: dict[str, Any]) -> str:
         arn = super().start(name, execution_input)
         self.keeper.watch(name, arn)
+        # Its first events are kept before the caller hears of the run: a run whose process
+        # dies right away still has a history to show (GET /runs/{id}/events).
+        self._save(name)
         return arn
+
+    def stop(self, ref: str, cause: str) -> None:
+        # moto's interpreter fails a StopExecution that arrives before its worker has begun
+        # the execution (an AttributeError, a 500) and the execution then never records its
+        # end: wait (briefly) for the first state to be entered.
+        self._until(ref, lambda events: len(events) > 1, seconds=10.0)  # a loaded machine
+        super().stop(ref, cause)
+        # Kept now, and again by the keeper once the interpreter records the end (it does
+        # so when the step in flight returns).
+        self._save(ref.rsplit(":", 1)[-1])
+
+    def _until(self, ref: str, done: Any, seconds: float = 2.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if done(self.history(ref, None, 1000).events):
+                    return
+            except ExecutionNotFoundError:
+                raise
+            except Exception:  # noqa: S110 - best effort; the stop itself reports errors
+                pass
+            time.sleep(0.02)
+
+    def _save(self, run_id: str) -> None:
+        try:
+            self.keeper.save(run_id)
+        except Exception:  # the keeper's loop tries again
+            log.warning("could not save the history of run %s", run_id, exc_info=True)
 
 
 @dataclass
@@ -255,7 +294,8 @@ def _interrupt_runs(ports: Ports, message: str) -> list[str]:
     for rec in ports.metadata.query(tables.RUNS):
         if rec.item["status"] == "RUNNING":
             runs.end(ports, rec.item["run_id"], "FAILED",
-                     {"step": None, "type": "Interrupted", "message": message})  # fmt: skip
+                     {"step": runs.interrupted_step(rec.item), "type": "Interrupted",
+                      "message": message})  # fmt: skip
             if rec.item.get("execution_arn"):
                 arns.append(rec.item["execution_arn"])
     return arns

@@ -35,7 +35,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from mlcontract import columns
+from mlcontract import columns, jsonlimits
 
 JSON: Final = "application/json"
 CSV: Final = "text/csv"
@@ -291,6 +291,10 @@ def _inputs(value: Any, signature: Signature) -> tuple[Columns, int]:
 
 
 def _from_json(text: str | bytes, signature: Signature) -> tuple[Columns, int]:
+    if jsonlimits.too_deep(text):  # before json.loads recurses into it
+        raise RequestError(
+            f"the JSON body is nested too deeply (more than {jsonlimits.MAX_DEPTH} levels)"
+        )
     try:
         payload = json.loads(text)
     except RecursionError:

@@ -219,11 +219,13 @@ def test_every_step_from_raw_rows_to_a_fresh_serving_process(tmp_path: Path):
     assert inputs["price_text"] == "number"
     assert any("'last_seen' expanded" in note for note in metadata["notes"])
     assert sorted(p.name for p in (model_dir / "code").iterdir()) == [
+        "datacapture.py",
         "fastpath.py",
         "features.py",
         "inference.py",
         "mlcontract",
         "modelserver.py",
+        "telemetry.py",
     ]
 
     # Raw held-out rows as a client sends them: dates as ISO text (another ISO form for one

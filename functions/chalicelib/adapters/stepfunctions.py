@@ -50,6 +50,8 @@ class StepFunctionsOrchestrator:
             desc = self.sfn.describe_execution(executionArn=ref)
         except self.sfn.exceptions.ExecutionDoesNotExist:
             return "LOST"
+        except (ClientError, BotoCoreError) as exc:  # throttled, or unreachable
+            raise OrchestratorUnavailableError(str(exc)) from exc
         status = str(desc["status"])
         return status if status in _STATUSES else "RUNNING"  # type: ignore[return-value]
 
@@ -58,6 +60,8 @@ class StepFunctionsOrchestrator:
             self.sfn.stop_execution(executionArn=ref, error="Cancelled", cause=cause[:32768])
         except self.sfn.exceptions.ExecutionDoesNotExist:
             raise ExecutionNotFoundError(ref) from None
+        except (ClientError, BotoCoreError) as exc:
+            raise OrchestratorUnavailableError(str(exc)) from exc
 
     def history(self, ref: str, token: str | None = None, limit: int = 100) -> HistoryPage:
         kwargs: dict[str, Any] = {"executionArn": ref, "maxResults": limit}
@@ -69,5 +73,7 @@ class StepFunctionsOrchestrator:
             raise ExecutionNotFoundError(ref) from None
         except self.sfn.exceptions.InvalidToken:
             raise ValueError("invalid page token") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise OrchestratorUnavailableError(str(exc)) from exc
         events = [{k: _jsonable(v) for k, v in e.items()} for e in resp["events"]]
         return HistoryPage(events, resp.get("nextToken"))

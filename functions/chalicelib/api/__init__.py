@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from chalicelib.errors import BadRequestError, MLPipeError, PayloadTooLargeError
 from chalicelib.names import check_name
 from chalicelib.settings import get_settings
+from mlcontract import jsonlimits
 from mlcontract.scoring import RequestError
 
 log = logging.getLogger("mlpipe.api")
@@ -74,9 +75,23 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
-    # details: structured extras of an error (a data contract's violation report).
-    return Response(body={"Code": code, "Message": message, **(details or {})}, status_code=status)
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retry_after: int | None = None,
+) -> Response:
+    # details: structured extras of an error (a data contract's violation report);
+    # retry_after: seconds before a retry makes sense (the Retry-After header).
+    headers: dict[str, str | list[str]] | None = (
+        {"Retry-After": str(retry_after)} if retry_after is not None else None
+    )
+    return Response(
+        body={"Code": code, "Message": message, **(details or {})},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -92,12 +107,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON syntax, but no finite number
+        raise ValueError(f"the number {text[:30]} is out of range")
+    return value
+
+
 def parse_json(raw: bytes | str) -> Any:
     """Strict JSON: no NaN or Infinity, bounded nesting; a 400 that says what is wrong."""
     if not raw:
         raw = b"{}"
+    if jsonlimits.too_deep(raw):  # before json.loads recurses into it
+        raise BadRequestError(
+            f"the JSON body is nested too deeply (more than {jsonlimits.MAX_DEPTH} levels)"
+        )
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError:
         raise BadRequestError("the JSON body is nested too deeply") from None
     except UnicodeDecodeError:
@@ -199,7 +225,11 @@ class Api(Blueprint):
                     if exc.status_code >= 500:
                         log.error("%s %s: %s: %s", method, path, exc.code, exc.message)
                     return _error(
-                        exc.status_code, exc.code, exc.message, getattr(exc, "details", None)
+                        exc.status_code,
+                        exc.code,
+                        exc.message,
+                        getattr(exc, "details", None),
+                        exc.retry_after,
                     )
                 except RequestError as exc:
                     code = "UnsupportedMediaType" if exc.status == 415 else "BadRequestError"
