@@ -27,7 +27,7 @@ LINT_NODE := iac/lint/node_modules/.installed
 # (Re)create the virtualenv whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade "pip<26.3"  # chalice 1.34 requires pip<26.3
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 

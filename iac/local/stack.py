@@ -517,6 +517,10 @@ def _recover(wired: Ports) -> None:
     assert isinstance(wired.jobs, LocalJobRunner)
     assert isinstance(wired.endpoints, LocalEndpointRuntime)
     interrupted = _interrupt_runs(wired, "the local stack stopped while this run ran")
+    # The data dir has one owner (the lock file): a lease still held was held by a previous
+    # process of it, which is gone; it would otherwise block its endpoint for its whole ttl.
+    for lease in wired.metadata.query(tables.LEASES):
+        wired.metadata.delete(tables.LEASES, lease.sk)
     jobs = wired.jobs.mark_interrupted()
     if interrupted or jobs:
         log.warning("marked %d interrupted run(s) and %d job(s)", len(interrupted), jobs)

@@ -149,7 +149,7 @@ def test_http_story_and_restarts_keep_everything(server: Server) -> None:
     assert server.ok("POST", "/endpoints/iris2/invocations", {"dataframe_records": [ROW]}) == before
     again = server.wait_run(server.ok("POST", "/pipelines/iris2-hgb/runs")["run_id"])
     # Version 2: the killed run never registered one.
-    assert again["status"] == "SUCCEEDED" and again["model"]["version"] == 2
+    assert again["status"] == "SUCCEEDED" and again["model"]["version"] == 2, again["error"]
 
     # A graceful stop keeps the histories of ended runs nobody had read yet.
     assert server.stop(signal.SIGTERM) == 0
