@@ -198,6 +198,9 @@ log "chalice package --stage $CHALICE_STAGE --merge-template ../iac/template.yam
 # A .yaml merge template makes Chalice write YAML.
 TEMPLATE="$BUILD_DIR/sam.yaml"
 [[ -f "$TEMPLATE" ]] || die "chalice package did not write $TEMPLATE"
+# The wheels' compiled extensions without their debug symbols (about 10 MB): the bundle plus
+# the AWS SDK for pandas layer must stay under Lambda's 250 MB unzipped (make package checks).
+(cd "$ROOT" && "$PYTHON" -m iac.slim_bundle "$BUILD_DIR/deployment.zip")
 
 if [[ "$PACKAGE_ONLY" == 1 ]]; then
   # cfn-lint on the SAM form reports nothing (not even an unknown runtime): lint the template

@@ -79,6 +79,10 @@ def chalice_package(out: Path = OUT, *, with_requirements: bool = False) -> Path
     )  # fmt: skip
     sam = work / "build" / "sam.yaml"
     shutil.copy(sam, out / "sam.yaml")
+    if with_requirements:  # as deploy.sh ships it: extensions without debug symbols
+        from iac.slim_bundle import slim
+
+        slim(work / "build" / "deployment.zip")
     return work / "build"
 
 
