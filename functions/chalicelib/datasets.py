@@ -772,7 +772,8 @@ def store_parquet_version(
         if claim is not None:
             return get_version(ports, name, int(claim.item["version"]))
         head = ports.metadata.get(tables.DATASETS, name)
-        version = (head.item["latest_version"] if head else 0) + 1
+        # Never a deleted version's number again (as for every other version).
+        version = (_last_version(head.item) if head else 0) + 1
         folder = f"datasets/{name}/{tables.version_sk(version)}/{uuid.uuid4().hex[:12]}"
         written.append(folder)
         key = f"{folder}/data/data.parquet"
@@ -799,6 +800,7 @@ def store_parquet_version(
         head_item = {
             "name": name,
             "latest_version": version,
+            "last_version": version,
             "created_at": head.item["created_at"] if head else now,
             "updated_at": now,
         }

@@ -36,3 +36,20 @@ def test_concurrent_ingests_get_distinct_versions(tmp_path: Path) -> None:
         writers.add(int(frame["a"].iloc[0]))
     assert writers == set(range(6))  # every writer's data survived under its own version
     assert datasets.describe(ports, "shared")["latest_version"] == 6
+
+
+def test_a_written_parquet_version_never_reuses_a_deleted_number(tmp_path: Path) -> None:
+    """Batch outputs (store_parquet_version) number versions as ingestion does."""
+    import pandas as pd
+
+    ports = make_ports(tmp_path)
+    for _ in range(2):
+        datasets.upload(ports, "out", b"a,b\n1,2\n3,4\n", "text/csv")
+    datasets.delete(ports, "out", 2)
+    path = tmp_path / "scored.parquet"
+    pd.DataFrame({"a": [1, 3], "b": [2, 4]}).to_parquet(path, index=False)
+    record = datasets.store_parquet_version(ports, "out", path, {"type": "batch"}, "run-1")
+    assert record["version"] == 3
+    datasets.delete(ports, "out", 3)
+    again = datasets.store_parquet_version(ports, "out", path, {"type": "batch"}, "run-2")
+    assert again["version"] == 4
